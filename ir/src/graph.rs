@@ -1,0 +1,261 @@
+//! The graph IR: a petgraph `StableGraph` of [`Node`]s wrapped in
+//! [`Graph`], whose only way to add a node checks its shapes at once, so a
+//! bad spec fails at the node that is wrong.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+use crate::ops::{Arity, Op, WeightSpec};
+use crate::shape::Shape;
+
+/// A node's id. Prints as `n3`, the way the text dump names nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub NodeIndex<u32>);
+
+impl NodeId {
+    /// The index as a number (stable across node removals).
+    pub fn index(self) -> usize {
+        self.0.index()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0.index())
+    }
+}
+
+/// Where in a spec file a node came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceLoc {
+    /// The spec file, as the user named it.
+    pub file: Arc<str>,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+}
+
+impl fmt::Display for SourceLoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// One operation in the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// What the node computes.
+    pub op: Op,
+    /// Hierarchical name, unique in the graph (`stage3.unit2.pw1`).
+    pub name: String,
+    /// Output shape without the batch dimension.
+    pub shape: Shape,
+    /// The spec location the node came from, if it came from a spec.
+    pub loc: Option<SourceLoc>,
+}
+
+/// An error found while building or verifying a graph, with the node it
+/// concerns.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}layer `{node}` ({op}): {message}", loc.as_ref().map(|l| format!("{l}: ")).unwrap_or_default())]
+pub struct IrError {
+    /// Name of the node.
+    pub node: String,
+    /// The node's op kind.
+    pub op: &'static str,
+    /// Where the node came from.
+    pub loc: Option<SourceLoc>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A network: nodes with ordered inputs, one designated output.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    /// The network's name.
+    pub name: String,
+    g: StableDiGraph<Node, usize>,
+    names: HashMap<String, NodeId>,
+    order: Vec<NodeId>,
+    output: Option<NodeId>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new(name: impl Into<String>) -> Self {
+        Graph {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds a node after checking its arity, input shapes, name and size
+    /// limits. The new node becomes the output.
+    pub fn add(
+        &mut self,
+        op: Op,
+        name: impl Into<String>,
+        inputs: &[NodeId],
+        loc: Option<SourceLoc>,
+    ) -> Result<NodeId, IrError> {
+        let name = name.into();
+        let err = |message: String| IrError {
+            node: name.clone(),
+            op: op.kind(),
+            loc: loc.clone(),
+            message,
+        };
+        let arity_ok = match op.arity() {
+            Arity::Exactly(n) => inputs.len() == n,
+            Arity::AtLeast(n) => inputs.len() >= n,
+        };
+        if !arity_ok {
+            return Err(err(format!(
+                "takes {} input(s), got {}",
+                match op.arity() {
+                    Arity::Exactly(n) => n.to_string(),
+                    Arity::AtLeast(n) => format!("at least {n}"),
+                },
+                inputs.len()
+            )));
+        }
+        if name.is_empty() {
+            return Err(err("a layer needs a name".into()));
+        }
+        if let Some(&other) = self.names.get(&name) {
+            return Err(err(format!(
+                "the name is already used by {other} ({})",
+                self.node(other).op.kind()
+            )));
+        }
+        let mut shapes = Vec::with_capacity(inputs.len());
+        for &i in inputs {
+            match self.g.node_weight(i.0) {
+                Some(n) => shapes.push(&n.shape),
+                None => return Err(err(format!("input {i} does not exist"))),
+            }
+        }
+        let shape = op.output_shape(&shapes).map_err(&err)?;
+        let node = Node {
+            op,
+            name: name.clone(),
+            shape,
+            loc,
+        };
+        let id = NodeId(self.g.add_node(node));
+        for (slot, &i) in inputs.iter().enumerate() {
+            self.g.add_edge(i.0, id.0, slot);
+        }
+        self.names.insert(name, id);
+        self.order.push(id);
+        self.output = Some(id);
+        Ok(id)
+    }
+
+    /// The node with this id. Panics on an id from another graph or a removed
+    /// node: ids are only handed out by this graph.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id.0]
+    }
+
+    /// Mutable access to a node. Callers that change an op must keep shapes
+    /// consistent; [`crate::verify`] checks.
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.g[id.0]
+    }
+
+    /// Looks a node up by its full name.
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        self.names.get(name).copied()
+    }
+
+    /// The node's inputs, in slot order.
+    pub fn inputs(&self, id: NodeId) -> Vec<NodeId> {
+        let mut edges: Vec<(usize, NodeId)> = self
+            .g
+            .edges_directed(id.0, Direction::Incoming)
+            .map(|e| (*e.weight(), NodeId(e.source())))
+            .collect();
+        edges.sort();
+        edges.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// The nodes that read this node's output (once per use).
+    pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        let mut users: Vec<NodeId> = self
+            .g
+            .edges_directed(id.0, Direction::Outgoing)
+            .map(|e| NodeId(e.target()))
+            .collect();
+        users.sort();
+        users
+    }
+
+    /// Shapes of the node's inputs, in slot order.
+    pub fn input_shapes(&self, id: NodeId) -> Vec<&Shape> {
+        self.inputs(id)
+            .into_iter()
+            .map(|i| &self.node(i).shape)
+            .collect()
+    }
+
+    /// The weight tensors of a node.
+    pub fn weights(&self, id: NodeId) -> Vec<WeightSpec> {
+        self.node(id).op.weights(&self.input_shapes(id))
+    }
+
+    /// Node ids in the order they were added, which is a topological order
+    /// (inputs always exist before their users).
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.order.iter().copied()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// True when the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The `Input` nodes, in order.
+    pub fn input_nodes(&self) -> Vec<NodeId> {
+        self.nodes()
+            .filter(|&n| matches!(self.node(n).op, Op::Input(_)))
+            .collect()
+    }
+
+    /// The node whose value the network returns.
+    pub fn output(&self) -> Option<NodeId> {
+        self.output
+    }
+
+    /// Chooses the output node.
+    pub fn set_output(&mut self, id: NodeId) {
+        self.output = Some(id);
+    }
+
+    /// The petgraph graph, for algorithms (read only).
+    pub fn petgraph(&self) -> &StableDiGraph<Node, usize> {
+        &self.g
+    }
+
+    /// Removes a node and its edges. Ids of other nodes stay valid.
+    pub fn remove(&mut self, id: NodeId) -> Option<Node> {
+        let node = self.g.remove_node(id.0)?;
+        self.names.remove(&node.name);
+        self.order.retain(|&n| n != id);
+        if self.output == Some(id) {
+            self.output = None;
+        }
+        Some(node)
+    }
+}

@@ -1,0 +1,694 @@
+//! The closed set of operations a graph is made of. Each op's parameters
+//! live in a struct that owns its shape arithmetic, so the output-size
+//! formula of a convolution exists in exactly one place.
+
+use std::fmt;
+
+use crate::shape::{Shape, MAX_ELEMENTS};
+
+/// A weight tensor an op owns, named `<node name>.<suffix>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightSpec {
+    /// Suffix of the tensor name: `weight`, `bias`, `running_mean`, `running_var`.
+    pub suffix: &'static str,
+    /// Shape of the tensor.
+    pub shape: Vec<usize>,
+    /// Learned parameters count towards a model's parameter total; buffers
+    /// (batch-norm running statistics) do not.
+    pub trainable: bool,
+}
+
+impl WeightSpec {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Parameters of a 2-D convolution. Weights are `[out, in / groups, kh, kw]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Zero padding on each side `[ph, pw]`.
+    pub padding: [usize; 2],
+    /// Dilation `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// Channel groups: input and output channels are split into this many
+    /// groups and output group k sees only input group k.
+    pub groups: usize,
+    /// Whether the convolution adds a per-channel bias.
+    pub bias: bool,
+}
+
+impl Conv2d {
+    /// A convolution with stride 1, no padding, dilation 1, one group and no bias.
+    pub fn new(out_channels: usize, kernel: usize) -> Self {
+        Conv2d {
+            out_channels,
+            kernel: [kernel, kernel],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            bias: false,
+        }
+    }
+
+    /// True when every group has exactly one input and one output channel.
+    pub fn is_depthwise(&self, in_channels: usize) -> bool {
+        self.groups == in_channels && self.groups == self.out_channels
+    }
+
+    /// The output shape for an input `[C, H, W]`.
+    pub fn output_shape(&self, input: &Shape) -> Result<Shape, String> {
+        let (c, h, w) = chw(input, "conv2d")?;
+        for (what, v) in [
+            ("out", self.out_channels),
+            ("groups", self.groups),
+            ("kernel", self.kernel[0].min(self.kernel[1])),
+            ("stride", self.stride[0].min(self.stride[1])),
+            ("dilation", self.dilation[0].min(self.dilation[1])),
+        ] {
+            if v == 0 {
+                return Err(format!("{what} must be positive"));
+            }
+        }
+        if c % self.groups != 0 {
+            return Err(format!(
+                "input channels {c} are not divisible by groups {}",
+                self.groups
+            ));
+        }
+        if !self.out_channels.is_multiple_of(self.groups) {
+            return Err(format!(
+                "output channels {} are not divisible by groups {}",
+                self.out_channels, self.groups
+            ));
+        }
+        let oh = window_out(
+            h,
+            self.kernel[0],
+            self.stride[0],
+            self.padding[0],
+            self.dilation[0],
+            false,
+        )
+        .ok_or_else(|| {
+            too_small(
+                "height",
+                h,
+                self.kernel[0],
+                self.padding[0],
+                self.dilation[0],
+            )
+        })?;
+        let ow = window_out(
+            w,
+            self.kernel[1],
+            self.stride[1],
+            self.padding[1],
+            self.dilation[1],
+            false,
+        )
+        .ok_or_else(|| {
+            too_small(
+                "width",
+                w,
+                self.kernel[1],
+                self.padding[1],
+                self.dilation[1],
+            )
+        })?;
+        let weight = self.weight_shape(c);
+        checked_numel(&weight).ok_or("the weight tensor is larger than the size limit")?;
+        Ok(Shape::chw(self.out_channels, oh, ow))
+    }
+
+    /// Shape of the weight tensor for `in_channels` input channels.
+    pub fn weight_shape(&self, in_channels: usize) -> Vec<usize> {
+        vec![
+            self.out_channels,
+            in_channels / self.groups.max(1),
+            self.kernel[0],
+            self.kernel[1],
+        ]
+    }
+}
+
+/// Parameters of a max or average pooling window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// Window `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Implicit padding `[ph, pw]` (ignored values for max, see
+    /// `count_include_pad` for average).
+    pub padding: [usize; 2],
+    /// Round the output size up instead of down (PyTorch's `ceil_mode`; a
+    /// window that would start entirely in the padding is dropped).
+    pub ceil_mode: bool,
+    /// Average pooling only: divide by the full window size, padding
+    /// included (PyTorch's default), instead of by the number of real inputs.
+    pub count_include_pad: bool,
+}
+
+impl Pool {
+    /// A square window with stride equal to the window and no padding.
+    pub fn new(kernel: usize) -> Self {
+        Pool {
+            kernel: [kernel, kernel],
+            stride: [kernel, kernel],
+            padding: [0, 0],
+            ceil_mode: false,
+            count_include_pad: true,
+        }
+    }
+
+    /// The output shape for an input `[C, H, W]`.
+    pub fn output_shape(&self, input: &Shape, op: &str) -> Result<Shape, String> {
+        let (c, h, w) = chw(input, op)?;
+        if self.kernel.contains(&0) || self.stride.contains(&0) {
+            return Err("kernel and stride must be positive".into());
+        }
+        for i in 0..2 {
+            if self.padding[i] * 2 > self.kernel[i] {
+                return Err(format!(
+                    "padding {} is more than half the window {}",
+                    self.padding[i], self.kernel[i]
+                ));
+            }
+        }
+        let oh = window_out(
+            h,
+            self.kernel[0],
+            self.stride[0],
+            self.padding[0],
+            1,
+            self.ceil_mode,
+        )
+        .ok_or_else(|| too_small("height", h, self.kernel[0], self.padding[0], 1))?;
+        let ow = window_out(
+            w,
+            self.kernel[1],
+            self.stride[1],
+            self.padding[1],
+            1,
+            self.ceil_mode,
+        )
+        .ok_or_else(|| too_small("width", w, self.kernel[1], self.padding[1], 1))?;
+        Ok(Shape::chw(c, oh, ow))
+    }
+}
+
+/// Output length of a sliding window, or None when the window does not fit.
+/// With `ceil`, PyTorch's rule: round up, but the last window must start
+/// inside the input or the left padding.
+pub fn window_out(
+    len: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    ceil: bool,
+) -> Option<usize> {
+    let span = dilation
+        .checked_mul(kernel.checked_sub(1)?)?
+        .checked_add(1)?;
+    let padded = len.checked_add(pad.checked_mul(2)?)?;
+    let room = padded.checked_sub(span)?;
+    let mut out = if ceil {
+        room.div_ceil(stride) + 1
+    } else {
+        room / stride + 1
+    };
+    if ceil && (out - 1) * stride >= len + pad {
+        out -= 1;
+    }
+    Some(out)
+}
+
+fn too_small(what: &str, len: usize, kernel: usize, pad: usize, dilation: usize) -> String {
+    let span = dilation
+        .saturating_mul(kernel.saturating_sub(1))
+        .saturating_add(1);
+    format!(
+        "kernel {kernel} (extent {span}) does not fit the input {what} {len} with padding {pad}"
+    )
+}
+
+fn chw(shape: &Shape, op: &str) -> Result<(usize, usize, usize), String> {
+    shape
+        .as_chw()
+        .ok_or_else(|| format!("{op} needs a [C, H, W] input, got {shape}"))
+}
+
+fn checked_numel(dims: &[usize]) -> Option<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+}
+
+/// Parameters of a batch normalisation (inference mode uses the running
+/// statistics: `y = (x - mean) / sqrt(var + eps) * weight + bias`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm {
+    /// Added to the variance before the square root.
+    pub eps: f32,
+}
+
+impl Default for BatchNorm {
+    fn default() -> Self {
+        BatchNorm { eps: 1e-5 }
+    }
+}
+
+/// Parameters of a channel shuffle: with `C = g * n`, output channel
+/// `i * g + j` is input channel `j * n + i`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelShuffle {
+    /// The number of groups `g`.
+    pub groups: usize,
+}
+
+impl ChannelShuffle {
+    /// The input channel that output channel `out` reads, for `channels` channels.
+    pub fn source_channel(&self, out: usize, channels: usize) -> usize {
+        let n = channels / self.groups;
+        let (i, j) = (out / self.groups, out % self.groups);
+        j * n + i
+    }
+}
+
+/// Parameters of a channel slice: channels `start .. start + len`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSlice {
+    /// First channel taken.
+    pub start: usize,
+    /// Number of channels taken.
+    pub len: usize,
+}
+
+/// Parameters of a fully connected layer on a flat vector. Weights are
+/// `[out, in]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Linear {
+    /// Output features.
+    pub out_features: usize,
+    /// Whether a bias is added.
+    pub bias: bool,
+}
+
+/// Every operation a graph can contain.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// The network input, of the given shape (batch excluded).
+    Input(Shape),
+    /// 2-D convolution, grouped and depthwise included.
+    Conv2d(Conv2d),
+    /// Batch normalisation over channels.
+    BatchNorm(BatchNorm),
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// Channel shuffle (a fixed permutation of channels).
+    ChannelShuffle(ChannelShuffle),
+    /// Max pooling.
+    MaxPool(Pool),
+    /// Average pooling.
+    AvgPool(Pool),
+    /// Mean over the spatial dimensions: `[C, H, W]` to `[C, 1, 1]`.
+    GlobalAvgPool,
+    /// Elementwise sum of two tensors of the same shape.
+    Add,
+    /// Product of the first input with the second, which has the same shape
+    /// or is `[C, 1, 1]` (broadcast per channel, as squeeze-excitation needs).
+    Mul,
+    /// Concatenation along channels (same spatial size).
+    Concat,
+    /// A contiguous range of channels.
+    ChannelSlice(ChannelSlice),
+    /// Fully connected layer on a flat vector.
+    Linear(Linear),
+    /// `[C, H, W]` to `[C * H * W]` (row-major).
+    Flatten,
+    /// Softmax over channels (the first dimension).
+    Softmax,
+}
+
+/// How many inputs an op takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly this many.
+    Exactly(usize),
+    /// At least this many.
+    AtLeast(usize),
+}
+
+impl Op {
+    /// The op's name as written in specs and dumps (`conv2d`, `batch_norm`...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input(_) => "input",
+            Op::Conv2d(_) => "conv2d",
+            Op::BatchNorm(_) => "batch_norm",
+            Op::Relu => "relu",
+            Op::Relu6 => "relu6",
+            Op::Sigmoid => "sigmoid",
+            Op::ChannelShuffle(_) => "channel_shuffle",
+            Op::MaxPool(_) => "max_pool",
+            Op::AvgPool(_) => "avg_pool",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Concat => "concat",
+            Op::ChannelSlice(_) => "channel_slice",
+            Op::Linear(_) => "linear",
+            Op::Flatten => "flatten",
+            Op::Softmax => "softmax",
+        }
+    }
+
+    /// How many inputs the op takes.
+    pub fn arity(&self) -> Arity {
+        match self {
+            Op::Input(_) => Arity::Exactly(0),
+            Op::Add | Op::Mul => Arity::Exactly(2),
+            Op::Concat => Arity::AtLeast(1),
+            _ => Arity::Exactly(1),
+        }
+    }
+
+    /// Infers the output shape from the input shapes, or says why the inputs
+    /// do not fit. Callers check the arity first.
+    pub fn output_shape(&self, inputs: &[&Shape]) -> Result<Shape, String> {
+        let first = || inputs.first().copied().ok_or("missing input");
+        let shape = match self {
+            Op::Input(shape) => shape.clone(),
+            Op::Conv2d(p) => p.output_shape(first()?)?,
+            Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => first()?.clone(),
+            Op::ChannelShuffle(p) => {
+                let x = first()?;
+                let c = x.channels();
+                if p.groups == 0 || c % p.groups != 0 {
+                    return Err(format!(
+                        "channels {c} are not divisible by shuffle groups {}",
+                        p.groups
+                    ));
+                }
+                x.clone()
+            }
+            Op::MaxPool(p) => p.output_shape(first()?, "max_pool")?,
+            Op::AvgPool(p) => p.output_shape(first()?, "avg_pool")?,
+            Op::GlobalAvgPool => {
+                let (c, _, _) = chw(first()?, "global_avg_pool")?;
+                Shape::chw(c, 1, 1)
+            }
+            Op::Add => {
+                let (a, b) = (inputs[0], inputs[1]);
+                if a != b {
+                    return Err(format!("add needs equal shapes, got {a} and {b}"));
+                }
+                a.clone()
+            }
+            Op::Mul => {
+                let (a, b) = (inputs[0], inputs[1]);
+                let per_channel = a.rank() == 3 && b.dims() == [a.channels(), 1, 1];
+                if a != b && !per_channel {
+                    return Err(format!(
+                        "mul needs equal shapes or a [C, 1, 1] second input, got {a} and {b}"
+                    ));
+                }
+                a.clone()
+            }
+            Op::Concat => {
+                let a = first()?;
+                let mut channels = 0usize;
+                for (k, s) in inputs.iter().enumerate() {
+                    if s.rank() != a.rank() || s.dims()[1..] != a.dims()[1..] {
+                        return Err(format!(
+                            "concat inputs must agree in all but channels: input 0 is {a}, input {k} is {s}"
+                        ));
+                    }
+                    channels = channels
+                        .checked_add(s.channels())
+                        .ok_or("too many channels")?;
+                }
+                let mut dims = a.dims().to_vec();
+                dims[0] = channels;
+                Shape(dims)
+            }
+            Op::ChannelSlice(p) => {
+                let x = first()?;
+                let c = x.channels();
+                if p.len == 0 {
+                    return Err("slice length must be positive".into());
+                }
+                if p.start.checked_add(p.len).is_none_or(|end| end > c) {
+                    return Err(format!(
+                        "channels {}..{} are out of range for {c} channels",
+                        p.start,
+                        p.start.saturating_add(p.len)
+                    ));
+                }
+                let mut dims = x.dims().to_vec();
+                dims[0] = p.len;
+                Shape(dims)
+            }
+            Op::Linear(p) => {
+                let x = first()?;
+                if x.rank() != 1 {
+                    return Err(format!(
+                        "linear needs a flat input, got {x} (add a flatten layer first)"
+                    ));
+                }
+                if p.out_features == 0 {
+                    return Err("out must be positive".into());
+                }
+                checked_numel(&[p.out_features, x.channels()])
+                    .ok_or("the weight tensor is larger than the size limit")?;
+                Shape::flat(p.out_features)
+            }
+            Op::Flatten => Shape::flat(first()?.numel()),
+            Op::Softmax => first()?.clone(),
+        };
+        shape.check_limits()?;
+        Ok(shape)
+    }
+
+    /// The weight tensors the op owns, given its input shapes.
+    pub fn weights(&self, inputs: &[&Shape]) -> Vec<WeightSpec> {
+        let channels = inputs.first().map(|s| s.channels()).unwrap_or(0);
+        match self {
+            Op::Conv2d(p) => {
+                let mut w = vec![WeightSpec {
+                    suffix: "weight",
+                    shape: p.weight_shape(channels),
+                    trainable: true,
+                }];
+                if p.bias {
+                    w.push(WeightSpec {
+                        suffix: "bias",
+                        shape: vec![p.out_channels],
+                        trainable: true,
+                    });
+                }
+                w
+            }
+            Op::BatchNorm(_) => [
+                ("weight", true),
+                ("bias", true),
+                ("running_mean", false),
+                ("running_var", false),
+            ]
+            .into_iter()
+            .map(|(suffix, trainable)| WeightSpec {
+                suffix,
+                shape: vec![channels],
+                trainable,
+            })
+            .collect(),
+            Op::Linear(p) => {
+                let mut w = vec![WeightSpec {
+                    suffix: "weight",
+                    shape: vec![p.out_features, channels],
+                    trainable: true,
+                }];
+                if p.bias {
+                    w.push(WeightSpec {
+                        suffix: "bias",
+                        shape: vec![p.out_features],
+                        trainable: true,
+                    });
+                }
+                w
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// True for ops that act on each channel independently, so a channel
+    /// permutation commutes with them.
+    pub fn is_per_channel(&self) -> bool {
+        matches!(
+            self,
+            Op::BatchNorm(_)
+                | Op::Relu
+                | Op::Relu6
+                | Op::Sigmoid
+                | Op::MaxPool(_)
+                | Op::AvgPool(_)
+                | Op::GlobalAvgPool
+        )
+    }
+}
+
+fn pair(f: &mut fmt::Formatter<'_>, key: &str, v: [usize; 2]) -> fmt::Result {
+    if v[0] == v[1] {
+        write!(f, " {key}={}", v[0])
+    } else {
+        write!(f, " {key}={}x{}", v[0], v[1])
+    }
+}
+
+impl fmt::Display for Op {
+    /// Prints the op with its parameters, e.g. `conv2d out=240 k=1 g=3`;
+    /// parameters at their defaults are left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind())?;
+        match self {
+            Op::Input(_) => Ok(()),
+            Op::Conv2d(p) => {
+                write!(f, " out={}", p.out_channels)?;
+                pair(f, "k", p.kernel)?;
+                if p.stride != [1, 1] {
+                    pair(f, "s", p.stride)?;
+                }
+                if p.padding != [0, 0] {
+                    pair(f, "p", p.padding)?;
+                }
+                if p.dilation != [1, 1] {
+                    pair(f, "d", p.dilation)?;
+                }
+                if p.groups != 1 {
+                    write!(f, " g={}", p.groups)?;
+                }
+                if p.bias {
+                    write!(f, " bias")?;
+                }
+                Ok(())
+            }
+            Op::BatchNorm(p) => write!(f, " eps={:e}", p.eps),
+            Op::ChannelShuffle(p) => write!(f, " g={}", p.groups),
+            Op::MaxPool(p) | Op::AvgPool(p) => {
+                pair(f, "k", p.kernel)?;
+                pair(f, "s", p.stride)?;
+                if p.padding != [0, 0] {
+                    pair(f, "p", p.padding)?;
+                }
+                if p.ceil_mode {
+                    write!(f, " ceil")?;
+                }
+                if matches!(self, Op::AvgPool(_)) && !p.count_include_pad {
+                    write!(f, " exclude_pad")?;
+                }
+                Ok(())
+            }
+            Op::ChannelSlice(p) => write!(f, " {}..{}", p.start, p.start + p.len),
+            Op::Linear(p) => {
+                write!(f, " out={}", p.out_features)?;
+                if p.bias {
+                    write!(f, " bias")?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_output_size_follows_the_standard_formula() {
+        let mut c = Conv2d::new(24, 3);
+        c.stride = [2, 2];
+        c.padding = [1, 1];
+        assert_eq!(
+            c.output_shape(&Shape::chw(3, 224, 224)).unwrap(),
+            Shape::chw(24, 112, 112)
+        );
+        c.dilation = [2, 2];
+        // (224 + 2 - 2*2 - 1) / 2 + 1 = 111
+        assert_eq!(
+            c.output_shape(&Shape::chw(3, 224, 224)).unwrap(),
+            Shape::chw(24, 111, 111)
+        );
+    }
+
+    #[test]
+    fn conv_rejects_groups_that_do_not_divide() {
+        let mut c = Conv2d::new(60, 1);
+        c.groups = 3;
+        let e = c.output_shape(&Shape::chw(24, 56, 56)).unwrap_err();
+        assert!(e.contains("24 are not divisible by groups 3"), "{e}");
+    }
+
+    #[test]
+    fn conv_rejects_kernel_larger_than_input() {
+        let c = Conv2d::new(8, 7);
+        let e = c.output_shape(&Shape::chw(3, 5, 5)).unwrap_err();
+        assert!(e.contains("does not fit the input height 5"), "{e}");
+    }
+
+    #[test]
+    fn pool_ceil_mode_matches_pytorch() {
+        // PyTorch: MaxPool2d(3, 2, ceil_mode=True) on 6x6 -> 3x3 (floor gives 2x2).
+        let mut p = Pool::new(3);
+        p.stride = [2, 2];
+        p.ceil_mode = true;
+        assert_eq!(
+            p.output_shape(&Shape::chw(1, 6, 6), "max_pool").unwrap(),
+            Shape::chw(1, 3, 3)
+        );
+        p.ceil_mode = false;
+        assert_eq!(
+            p.output_shape(&Shape::chw(1, 6, 6), "max_pool").unwrap(),
+            Shape::chw(1, 2, 2)
+        );
+        // The last window may not start in the right padding: 5x5, k2 s2 p1 ceil -> 3.
+        let mut q = Pool::new(2);
+        q.padding = [1, 1];
+        q.ceil_mode = true;
+        assert_eq!(
+            q.output_shape(&Shape::chw(1, 5, 5), "max_pool").unwrap(),
+            Shape::chw(1, 3, 3)
+        );
+    }
+
+    #[test]
+    fn shuffle_permutation_is_the_papers() {
+        // C = g * n with g = 3, n = 2: output i*g + j reads input j*n + i.
+        let s = ChannelShuffle { groups: 3 };
+        let perm: Vec<usize> = (0..6).map(|o| s.source_channel(o, 6)).collect();
+        assert_eq!(perm, vec![0, 2, 4, 1, 3, 5]);
+    }
+
+    #[test]
+    fn huge_shapes_are_refused() {
+        let c = Conv2d::new(1 << 20, 1);
+        assert!(c.output_shape(&Shape::chw(1 << 20, 1, 1)).is_err());
+        let op = Op::Input(Shape::chw(100_000, 100_000, 100_000));
+        assert!(op.output_shape(&[]).is_err());
+    }
+}

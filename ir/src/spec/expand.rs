@@ -1,0 +1,1892 @@
+//! Expansion of a parsed spec into a graph: parameters and derived values
+//! are evaluated, blocks called, repeats unrolled, names made hierarchical,
+//! references resolved, and every node shape-checked as it is added.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::expr::{self, Value};
+use super::yaml::{self, Loc, ScalarStyle, Yaml, YamlKind};
+use super::{Overrides, ParamValues, SpecError, SpecErrorInfo, MAX_SPEC_BYTES};
+use crate::graph::{Graph, NodeId, SourceLoc};
+use crate::ops::{BatchNorm, ChannelShuffle, ChannelSlice, Conv2d, Linear, Op, Pool};
+use crate::shape::{Shape, MAX_DIM};
+
+/// The most nodes one spec may expand to.
+pub const MAX_NODES: usize = 100_000;
+/// The largest `repeat` count.
+pub const MAX_REPEAT: usize = 10_000;
+/// The deepest nesting of block calls.
+const MAX_CALL_DEPTH: usize = 64;
+/// The most files one spec may import, directly or not.
+const MAX_FILES: usize = 64;
+
+/// Every op key a layer may use, with the aliases accepted for it.
+const OPS: &[(&str, &[&str])] = &[
+    ("conv", &["conv2d"]),
+    ("batch_norm", &["bn"]),
+    ("relu", &[]),
+    ("relu6", &[]),
+    ("sigmoid", &[]),
+    ("channel_shuffle", &["shuffle"]),
+    ("max_pool", &[]),
+    ("avg_pool", &[]),
+    ("global_avg_pool", &[]),
+    ("add", &[]),
+    ("mul", &[]),
+    ("concat", &[]),
+    ("slice", &["channel_slice"]),
+    ("split", &[]),
+    ("linear", &["fc"]),
+    ("flatten", &[]),
+    ("softmax", &[]),
+];
+
+/// Keys with a structural meaning in a layer list.
+const STRUCTURAL: &[&str] = &["seq", "repeat", "if"];
+
+fn canonical_op(key: &str) -> Option<&'static str> {
+    OPS.iter()
+        .find(|(name, aliases)| *name == key || aliases.contains(&key))
+        .map(|(name, _)| *name)
+}
+
+struct SourceFile {
+    name: Arc<str>,
+    text: Arc<str>,
+}
+
+/// A reusable block: named arguments, derived values and a layer list.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// The block's name.
+    pub name: String,
+    args: Vec<(String, Option<Yaml>)>,
+    lets: Vec<(String, Yaml)>,
+    layers: Yaml,
+    file: usize,
+    loc: Loc,
+}
+
+impl Block {
+    /// The argument names, in declaration order.
+    pub fn arg_names(&self) -> Vec<&str> {
+        self.args.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+/// A parsed spec with its imports, ready to be built with any overrides.
+pub struct Spec {
+    /// The network's name.
+    pub name: String,
+    /// The spec's description, if it has one.
+    pub doc: Option<String>,
+    files: Vec<SourceFile>,
+    params: Vec<(String, Yaml)>,
+    lets: Vec<(String, Yaml)>,
+    input: Yaml,
+    blocks: HashMap<String, Block>,
+    layers: Yaml,
+    output: Option<Yaml>,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let mut cut = offset;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let before = &text[..cut];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Length of the token starting at `offset`, for underlining.
+fn token_len(text: &str, offset: usize) -> usize {
+    text.get(offset..)
+        .map(|rest| {
+            rest.find(['\n', ',', '}', ']', ':'])
+                .unwrap_or(rest.len())
+                .max(1)
+                .min(rest.len())
+        })
+        .unwrap_or(0)
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_layer_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The closest candidate by edit distance, for "did you mean" notes.
+fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                let sub = prev[j] + usize::from(ca != *cb);
+                cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len())
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn map_entries(node: &Yaml) -> Option<&[(Yaml, Yaml)]> {
+    match &node.kind {
+        YamlKind::Map(entries) => Some(entries),
+        _ => None,
+    }
+}
+
+impl Spec {
+    /// Reads and parses a spec file and the files it imports.
+    pub fn parse_file(path: &Path) -> Result<Spec, SpecError> {
+        let name = path.display().to_string();
+        let text = read_limited(path, &name)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Spec::parse(&text, &name, &base)
+    }
+
+    /// Parses spec text; `file` names it in messages, `base` is the folder
+    /// imports are resolved against.
+    pub fn parse(src: &str, file: &str, base: &Path) -> Result<Spec, SpecError> {
+        let mut spec = Spec {
+            name: String::new(),
+            doc: None,
+            files: Vec::new(),
+            params: Vec::new(),
+            lets: Vec::new(),
+            input: Yaml {
+                kind: YamlKind::Null,
+                loc: Loc::default(),
+                style: ScalarStyle::Plain,
+            },
+            blocks: HashMap::new(),
+            layers: Yaml {
+                kind: YamlKind::Seq(Vec::new()),
+                loc: Loc::default(),
+                style: ScalarStyle::NotScalar,
+            },
+            output: None,
+        };
+        let root = spec.add_file(file, src)?;
+        let entries = spec.top_map(0, &root)?;
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut name = None;
+        let mut input = None;
+        let mut layers = None;
+        for (k, v) in entries {
+            let key = spec.key_str(0, k)?;
+            const TOP: &[&str] = &[
+                "name", "doc", "import", "params", "let", "input", "blocks", "layers", "output",
+            ];
+            if !TOP.contains(&key) {
+                return Err(spec.unknown_key(0, k, key, TOP, "top-level key"));
+            }
+            seen.insert(key);
+            match key {
+                "name" => name = Some(spec.string(0, v, "name")?),
+                "doc" => spec.doc = Some(spec.string(0, v, "doc")?),
+                "import" => {
+                    let mut visiting = vec![base.join(file)];
+                    spec.import(0, v, base, &mut visiting)?
+                }
+                "params" => spec.params = spec.named_values(0, v, "params")?,
+                "let" => spec.lets = spec.named_values(0, v, "let")?,
+                "input" => input = Some(v.clone()),
+                "blocks" => spec.blocks_from(0, v)?,
+                "layers" => layers = Some(v.clone()),
+                "output" => spec.output = Some(v.clone()),
+                _ => unreachable!("key checked against TOP"),
+            }
+        }
+        for required in ["name", "input", "layers"] {
+            if !seen.contains(required) {
+                return Err(spec.error(0, root.loc, 0, format!("the spec has no `{required}`")));
+            }
+        }
+        spec.name = name.unwrap_or_default();
+        if !is_layer_name(&spec.name) {
+            return Err(spec.error(
+                0,
+                root.loc,
+                0,
+                format!(
+                    "the spec name `{}` may use only letters, digits, `_` and `-`",
+                    spec.name
+                ),
+            ));
+        }
+        spec.input = input.unwrap_or(spec.input);
+        spec.layers = layers.unwrap_or(spec.layers);
+        let mut names: HashMap<&str, Loc> = HashMap::new();
+        for (n, node) in spec.params.iter().chain(&spec.lets) {
+            if let Some(first) = names.insert(n, node.loc) {
+                return Err(spec.error(
+                    0,
+                    node.loc,
+                    0,
+                    format!("`{n}` is defined twice (first at line {})", first.line),
+                ));
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The declared parameters with their default values (defaults that are
+    /// expressions are evaluated).
+    pub fn param_defaults(&self) -> Result<ParamValues, SpecError> {
+        let mut b = Builder::new(self);
+        b.eval_params(&[])?;
+        Ok(self
+            .params
+            .iter()
+            .filter_map(|(n, _)| b.globals.get(n).map(|v| (n.clone(), v.clone())))
+            .collect())
+    }
+
+    /// Names of the declared parameters, in order.
+    pub fn param_names(&self) -> Vec<&str> {
+        self.params.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Expands the spec with the given overrides into a verified graph.
+    pub fn build(&self, overrides: &Overrides) -> Result<Graph, SpecError> {
+        let mut b = Builder::new(self);
+        b.eval_params(overrides)?;
+        b.eval_lets()?;
+        b.build()?;
+        Ok(b.graph)
+    }
+
+    fn add_file(&mut self, name: &str, text: &str) -> Result<Yaml, SpecError> {
+        self.files.push(SourceFile {
+            name: name.into(),
+            text: text.into(),
+        });
+        let file = self.files.len() - 1;
+        yaml::parse(text).map_err(|e| {
+            let loc = e.loc.unwrap_or(Loc {
+                line: 1,
+                col: 1,
+                offset: 0,
+            });
+            self.error(file, loc, 1, format!("invalid YAML: {}", e.message))
+        })
+    }
+
+    fn import(
+        &mut self,
+        file: usize,
+        list: &Yaml,
+        base: &Path,
+        visiting: &mut Vec<PathBuf>,
+    ) -> Result<(), SpecError> {
+        let YamlKind::Seq(items) = &list.kind else {
+            return Err(self.type_error(file, list, "`import`", "a list of file paths"));
+        };
+        for item in items {
+            let rel = self.string(file, item, "import")?;
+            let path = base.join(&rel);
+            if visiting.iter().any(|p| same_file(p, &path)) {
+                return Err(self.error(
+                    file,
+                    item.loc,
+                    rel.len(),
+                    format!("`{rel}` is imported in a cycle"),
+                ));
+            }
+            if self
+                .files
+                .iter()
+                .any(|f| same_file(Path::new(&*f.name), &path))
+            {
+                continue;
+            }
+            if self.files.len() >= MAX_FILES {
+                return Err(self.error(
+                    file,
+                    item.loc,
+                    rel.len(),
+                    format!("more than {MAX_FILES} files imported"),
+                ));
+            }
+            let name = path.display().to_string();
+            let text = read_limited(&path, &name).map_err(|mut e| {
+                let at = self.error(file, item.loc, rel.len(), e.message.clone());
+                e.notes
+                    .push(format!("imported at {}:{}:{}", at.file, at.line, at.col));
+                at.with_notes(std::mem::take(&mut e.notes))
+            })?;
+            let root = self.add_file(&name, &text)?;
+            let lib = self.files.len() - 1;
+            for (k, v) in self.top_map(lib, &root)? {
+                let key = self.key_str(lib, k)?;
+                const LIB: &[&str] = &["doc", "import", "blocks"];
+                match key {
+                    "doc" => {}
+                    "import" => {
+                        visiting.push(path.clone());
+                        let lib_base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                        self.import(lib, v, &lib_base, visiting)?;
+                        visiting.pop();
+                    }
+                    "blocks" => self.blocks_from(lib, v)?,
+                    _ => return Err(self.unknown_key(lib, k, key, LIB, "key of a library file")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn top_map<'y>(&self, file: usize, root: &'y Yaml) -> Result<&'y [(Yaml, Yaml)], SpecError> {
+        map_entries(root).ok_or_else(|| {
+            self.error(
+                file,
+                root.loc,
+                1,
+                format!(
+                    "a spec must be a map of keys like `name:` and `layers:`, found {}",
+                    root.type_name()
+                ),
+            )
+        })
+    }
+
+    fn blocks_from(&mut self, file: usize, node: &Yaml) -> Result<(), SpecError> {
+        let entries = map_entries(node)
+            .ok_or_else(|| self.type_error(file, node, "`blocks`", "a map of block definitions"))?;
+        for (k, v) in entries {
+            let name = self.key_str(file, k)?.to_string();
+            if !is_identifier(&name) {
+                return Err(self.error(
+                    file,
+                    k.loc,
+                    name.len(),
+                    format!("block name `{name}` is not an identifier"),
+                ));
+            }
+            if canonical_op(&name).is_some() || STRUCTURAL.contains(&name.as_str()) {
+                return Err(self.error(
+                    file,
+                    k.loc,
+                    name.len(),
+                    format!("block name `{name}` is already an op or keyword"),
+                ));
+            }
+            if let Some(other) = self.blocks.get(&name) {
+                let first = &self.files[other.file];
+                return Err(self.error(
+                    file,
+                    k.loc,
+                    name.len(),
+                    format!(
+                        "block `{name}` is defined twice (first at {}:{})",
+                        first.name, other.loc.line
+                    ),
+                ));
+            }
+            let fields = map_entries(v).ok_or_else(|| {
+                self.type_error(
+                    file,
+                    v,
+                    &format!("block `{name}`"),
+                    "a map with `args` and `layers`",
+                )
+            })?;
+            let mut block = Block {
+                name: name.clone(),
+                args: Vec::new(),
+                lets: Vec::new(),
+                layers: Yaml {
+                    kind: YamlKind::Null,
+                    loc: v.loc,
+                    style: ScalarStyle::Plain,
+                },
+                file,
+                loc: k.loc,
+            };
+            let mut has_layers = false;
+            for (fk, fv) in fields {
+                let key = self.key_str(file, fk)?;
+                match key {
+                    "doc" => {}
+                    "args" => block.args = self.block_args(file, fv)?,
+                    "let" => block.lets = self.named_values(file, fv, "let")?,
+                    "layers" => {
+                        has_layers = true;
+                        block.layers = fv.clone();
+                    }
+                    _ => {
+                        return Err(self.unknown_key(
+                            file,
+                            fk,
+                            key,
+                            &["doc", "args", "let", "layers"],
+                            "key of a block",
+                        ))
+                    }
+                }
+            }
+            if !has_layers {
+                return Err(self.error(
+                    file,
+                    k.loc,
+                    name.len(),
+                    format!("block `{name}` has no `layers`"),
+                ));
+            }
+            self.blocks.insert(name, block);
+        }
+        Ok(())
+    }
+
+    fn block_args(
+        &self,
+        file: usize,
+        node: &Yaml,
+    ) -> Result<Vec<(String, Option<Yaml>)>, SpecError> {
+        let mut args: Vec<(String, Option<Yaml>)> = Vec::new();
+        let mut push = |name: &Yaml, default: Option<Yaml>| -> Result<(), SpecError> {
+            let n = self.key_str(file, name)?.to_string();
+            if !is_identifier(&n) || n == "name" || n == "from" || n == "in" {
+                return Err(self.error(
+                    file,
+                    name.loc,
+                    n.len(),
+                    format!("`{n}` cannot be an argument name"),
+                ));
+            }
+            if args.iter().any(|(a, _)| *a == n) {
+                return Err(self.error(
+                    file,
+                    name.loc,
+                    n.len(),
+                    format!("argument `{n}` is declared twice"),
+                ));
+            }
+            args.push((n, default));
+            Ok(())
+        };
+        match &node.kind {
+            YamlKind::Seq(items) => {
+                for item in items {
+                    push(item, None)?;
+                }
+            }
+            YamlKind::Map(entries) => {
+                for (k, v) in entries {
+                    let default = (!matches!(v.kind, YamlKind::Null)).then(|| v.clone());
+                    push(k, default)?;
+                }
+            }
+            _ => {
+                return Err(self.type_error(
+                    file,
+                    node,
+                    "`args`",
+                    "a list of names or a map of names to defaults (null: required)",
+                ))
+            }
+        }
+        Ok(args)
+    }
+
+    fn named_values(
+        &self,
+        file: usize,
+        node: &Yaml,
+        what: &str,
+    ) -> Result<Vec<(String, Yaml)>, SpecError> {
+        if matches!(node.kind, YamlKind::Null) {
+            return Ok(Vec::new());
+        }
+        let entries = map_entries(node).ok_or_else(|| {
+            self.type_error(file, node, &format!("`{what}`"), "a map of names to values")
+        })?;
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            let name = self.key_str(file, k)?;
+            if !is_identifier(name) || matches!(name, "true" | "false" | "in") {
+                return Err(self.error(
+                    file,
+                    k.loc,
+                    name.len(),
+                    format!("`{name}` is not a valid name for a value"),
+                ));
+            }
+            out.push((name.to_string(), v.clone()));
+        }
+        Ok(out)
+    }
+
+    fn key_str<'y>(&self, file: usize, key: &'y Yaml) -> Result<&'y str, SpecError> {
+        key.as_str().ok_or_else(|| {
+            self.error(
+                file,
+                key.loc,
+                1,
+                format!("keys must be names, found {}", key.type_name()),
+            )
+        })
+    }
+
+    fn string(&self, file: usize, node: &Yaml, what: &str) -> Result<String, SpecError> {
+        node.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.type_error(file, node, &format!("`{what}`"), "a string"))
+    }
+
+    fn unknown_key(
+        &self,
+        file: usize,
+        key: &Yaml,
+        name: &str,
+        valid: &[&str],
+        what: &str,
+    ) -> SpecError {
+        let mut e = self.error(
+            file,
+            key.loc,
+            name.len(),
+            format!("unknown {what} `{name}`"),
+        );
+        if let Some(s) = suggest(name, valid.iter().copied()) {
+            e.notes.push(format!("did you mean `{s}`?"));
+        }
+        e.notes.push(format!("valid: {}", valid.join(", ")));
+        e
+    }
+
+    fn type_error(&self, file: usize, node: &Yaml, what: &str, expected: &str) -> SpecError {
+        self.error(
+            file,
+            node.loc,
+            token_len(&self.files[file].text, node.loc.offset),
+            format!("{what} must be {expected}, found {}", node.type_name()),
+        )
+    }
+
+    fn error(&self, file: usize, loc: Loc, len: usize, message: String) -> SpecError {
+        let f = &self.files[file];
+        let (line, col) = if loc.line == 0 {
+            line_col(&f.text, loc.offset)
+        } else {
+            (loc.line, loc.col)
+        };
+        SpecError::from(SpecErrorInfo {
+            file: f.name.clone(),
+            source: f.text.clone(),
+            offset: loc.offset.min(f.text.len()),
+            len: len.min(f.text.len().saturating_sub(loc.offset)),
+            line,
+            col,
+            layer: None,
+            message,
+            notes: Vec::new(),
+        })
+    }
+
+    fn error_at_offset(
+        &self,
+        file: usize,
+        offset: usize,
+        len: usize,
+        message: String,
+    ) -> SpecError {
+        let (line, col) = line_col(&self.files[file].text, offset);
+        self.error(file, Loc { line, col, offset }, len, message)
+    }
+}
+
+impl SpecError {
+    fn with_notes(mut self, notes: Vec<String>) -> Self {
+        self.notes.extend(notes);
+        self
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn read_limited(path: &Path, name: &str) -> Result<String, SpecError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| SpecError::global(name, format!("cannot read the spec: {e}")))?;
+    if !meta.is_file() {
+        return Err(SpecError::global(name, "cannot read the spec: not a file"));
+    }
+    if meta.len() > MAX_SPEC_BYTES {
+        return Err(SpecError::global(
+            name,
+            format!(
+                "the spec is {} bytes, more than the limit of {MAX_SPEC_BYTES}",
+                meta.len()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| SpecError::global(name, format!("cannot read the spec: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        SpecError::global(
+            name,
+            format!(
+                "the spec is not UTF-8 text (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// A frame of the call stack, for "called from" notes.
+struct Call {
+    block: String,
+    file: usize,
+    loc: Loc,
+    scope: String,
+}
+
+/// Where layers are being added: the file the YAML came from, the name
+/// prefix, the values in scope, the scope's input and the previous layer.
+#[derive(Clone)]
+struct Ctx {
+    file: usize,
+    scope: String,
+    env: Vec<HashMap<String, Value>>,
+    input: NodeId,
+    prev: NodeId,
+}
+
+impl Ctx {
+    fn full_name(&self, short: &str) -> String {
+        if self.scope.is_empty() {
+            short.to_string()
+        } else {
+            format!("{}.{short}", self.scope)
+        }
+    }
+}
+
+struct Builder<'s> {
+    spec: &'s Spec,
+    graph: Graph,
+    globals: HashMap<String, Value>,
+    scope_outputs: HashMap<String, NodeId>,
+    calls: Vec<Call>,
+}
+
+/// A field of a layer's parameter map, with where it is.
+struct Fields<'y> {
+    entries: Vec<(&'y str, &'y Yaml, &'y Yaml)>,
+    /// Where the layer starts, for errors about missing fields.
+    at: Loc,
+}
+
+impl<'s> Builder<'s> {
+    fn new(spec: &'s Spec) -> Self {
+        Builder {
+            spec,
+            graph: Graph::new(spec.name.clone()),
+            globals: HashMap::new(),
+            scope_outputs: HashMap::new(),
+            calls: Vec::new(),
+        }
+    }
+
+    /// An error inside the current expansion, with "called from" notes.
+    fn err(&self, file: usize, loc: Loc, len: usize, message: String) -> SpecError {
+        let mut e = self.spec.error(file, loc, len, message);
+        self.add_call_notes(&mut e);
+        e
+    }
+
+    fn add_call_notes(&self, e: &mut SpecError) {
+        for call in self.calls.iter().rev() {
+            let f = &self.spec.files[call.file];
+            e.notes.push(format!(
+                "in block `{}` called as `{}` at {}:{}:{}",
+                call.block, call.scope, f.name, call.loc.line, call.loc.col
+            ));
+        }
+    }
+
+    fn eval_params(&mut self, overrides: &Overrides) -> Result<(), SpecError> {
+        for (name, _) in overrides {
+            if !self.spec.params.iter().any(|(p, _)| p == name) {
+                let mut e = SpecError::global(
+                    "<command line>",
+                    format!(
+                        "`--set {name}=...`: the spec `{}` has no parameter `{name}`",
+                        self.spec.name
+                    ),
+                );
+                if let Some(s) = suggest(name, self.spec.param_names()) {
+                    e.notes.push(format!("did you mean `{s}`?"));
+                }
+                e.notes.push(format!(
+                    "parameters: {}",
+                    self.spec.param_names().join(", ")
+                ));
+                return Err(e);
+            }
+        }
+        for (name, default) in &self.spec.params {
+            let value = match overrides.iter().rev().find(|(n, _)| n == name) {
+                Some((_, text)) => {
+                    let env = vec![];
+                    let parsed = expr::parse(text).and_then(|e| e.eval(&|n| self.lookup(&env, n)));
+                    parsed.map_err(|e| {
+                        SpecError::global(
+                            "<command line>",
+                            format!("`--set {name}={text}`: {}", e.message),
+                        )
+                    })?
+                }
+                None => self.eval(0, &[], default)?,
+            };
+            self.globals.insert(name.clone(), value);
+        }
+        Ok(())
+    }
+
+    fn eval_lets(&mut self) -> Result<(), SpecError> {
+        for (name, node) in &self.spec.lets {
+            let value = self.eval(0, &[], node)?;
+            self.globals.insert(name.clone(), value);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, env: &[HashMap<String, Value>], name: &str) -> Option<Value> {
+        env.iter()
+            .rev()
+            .find_map(|frame| frame.get(name))
+            .or_else(|| self.globals.get(name))
+            .cloned()
+    }
+
+    /// Evaluates a YAML value: numbers and bools as they are, strings as
+    /// expressions, lists element by element.
+    fn eval(
+        &self,
+        file: usize,
+        env: &[HashMap<String, Value>],
+        node: &Yaml,
+    ) -> Result<Value, SpecError> {
+        match &node.kind {
+            YamlKind::Int(i) => Ok(Value::Int(*i)),
+            YamlKind::Float(f) => Ok(Value::Float(*f)),
+            YamlKind::Bool(b) => Ok(Value::Bool(*b)),
+            YamlKind::Seq(items) => items
+                .iter()
+                .map(|i| self.eval(file, env, i))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::List),
+            YamlKind::Str(src) => {
+                let text = &self.spec.files[file].text;
+                let start = node.loc.offset + usize::from(node.style == ScalarStyle::Quoted);
+                let mappable = text
+                    .get(start..)
+                    .is_some_and(|t| t.starts_with(src.as_str()));
+                let result = expr::parse(src).and_then(|e| e.eval(&|n| self.lookup(env, n)));
+                result.map_err(|e| {
+                    let mut err = if mappable {
+                        self.spec.error_at_offset(
+                            file,
+                            start + e.offset,
+                            e.len.max(1),
+                            e.message.clone(),
+                        )
+                    } else {
+                        self.spec
+                            .error(file, node.loc, src.len(), e.message.clone())
+                    };
+                    if !mappable || e.offset > 0 || e.len < src.len() {
+                        err.notes.push(format!("in the expression `{src}`"));
+                    }
+                    self.add_call_notes(&mut err);
+                    err
+                })
+            }
+            YamlKind::Null | YamlKind::Map(_) => Err({
+                let mut e = self.spec.type_error(
+                    file,
+                    node,
+                    "a value",
+                    "a number, a bool, a list or an expression",
+                );
+                self.add_call_notes(&mut e);
+                e
+            }),
+        }
+    }
+
+    fn build(&mut self) -> Result<(), SpecError> {
+        let spec = self.spec;
+        let dims = self.eval(0, &[], &spec.input)?;
+        let dims = match dims {
+            Value::List(items) if items.len() == 3 => items
+                .iter()
+                .map(|v| self.to_count(0, &spec.input, "input", v, 1))
+                .collect::<Result<Vec<_>, _>>()?,
+            other => {
+                return Err(self.err(
+                    0,
+                    spec.input.loc,
+                    1,
+                    format!("`input` must be a list [channels, height, width], found {other}"),
+                ))
+            }
+        };
+        let input = self.add_node(
+            &Ctx {
+                file: 0,
+                scope: String::new(),
+                env: vec![],
+                input: NodeId(Default::default()),
+                prev: NodeId(Default::default()),
+            },
+            Op::Input(Shape::chw(dims[0], dims[1], dims[2])),
+            "input".into(),
+            &[],
+            spec.input.loc,
+        )?;
+        let mut ctx = Ctx {
+            file: 0,
+            scope: String::new(),
+            env: vec![],
+            input,
+            prev: input,
+        };
+        self.layers(&mut ctx, &spec.layers)?;
+        if let Some(out) = &spec.output {
+            let name = spec.string(0, out, "output")?;
+            let id = self.resolve(&ctx, &name, out)?;
+            self.graph.set_output(id);
+        } else {
+            self.graph.set_output(ctx.prev);
+        }
+        if let Err(errors) = crate::verify::verify(&self.graph) {
+            let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return Err(SpecError::global(
+                &spec.files[0].name,
+                format!("the graph is invalid: {}", text.join("; ")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn layers(&mut self, ctx: &mut Ctx, list: &Yaml) -> Result<(), SpecError> {
+        let YamlKind::Seq(items) = &list.kind else {
+            return Err(self.err(
+                ctx.file,
+                list.loc,
+                1,
+                format!(
+                    "`layers` must be a list of layers, found {}",
+                    list.type_name()
+                ),
+            ));
+        };
+        for item in items {
+            self.entry(ctx, item)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, ctx: &mut Ctx, item: &Yaml) -> Result<(), SpecError> {
+        match &item.kind {
+            YamlKind::Str(key) => self.dispatch(ctx, key, None, item),
+            YamlKind::Map(entries) => {
+                let mut body = Vec::new();
+                let (mut cond, mut repeat) = (None, None);
+                for (k, v) in entries {
+                    match self.spec.key_str(ctx.file, k)? {
+                        "if" => cond = Some(v),
+                        "repeat" => repeat = Some((k, v)),
+                        key => body.push((key, k, v)),
+                    }
+                }
+                if let Some(c) = cond {
+                    match self.eval(ctx.file, &ctx.env, c)? {
+                        Value::Bool(true) => {}
+                        Value::Bool(false) => return Ok(()),
+                        other => {
+                            return Err(self.err(
+                                ctx.file,
+                                c.loc,
+                                1,
+                                format!("`if` needs a bool, found {} `{other}`", other.type_name()),
+                            ))
+                        }
+                    }
+                }
+                if let Some((rk, rv)) = repeat {
+                    return self.repeat(ctx, rk, rv, &body, item);
+                }
+                match body.as_slice() {
+                    [(key, k, v)] => self.dispatch(ctx, key, Some(v), k),
+                    [] => Err(self.err(ctx.file, item.loc, 1, "this layer names no op or block".into())),
+                    [_, (key, k, _), ..] => Err(self.err(
+                        ctx.file,
+                        k.loc,
+                        key.len(),
+                        format!(
+                            "one layer entry may hold one op or block, but `{key}` follows `{}` (start a new list item with `-`)",
+                            body[0].0
+                        ),
+                    )),
+                }
+            }
+            _ => Err(self.err(
+                ctx.file,
+                item.loc,
+                1,
+                format!(
+                    "a layer must be an op name or a map like `conv: {{out: 8, kernel: 3}}`, found {}",
+                    item.type_name()
+                ),
+            )),
+        }
+    }
+
+    fn repeat(
+        &mut self,
+        ctx: &mut Ctx,
+        key: &Yaml,
+        spec: &Yaml,
+        body: &[(&str, &Yaml, &Yaml)],
+        item: &Yaml,
+    ) -> Result<(), SpecError> {
+        let file = ctx.file;
+        let (count_node, mut index, mut name, mut layers) = (None::<&Yaml>, None, None, None);
+        let mut count_node = count_node;
+        match &spec.kind {
+            YamlKind::Map(entries) => {
+                for (k, v) in entries {
+                    match self.spec.key_str(file, k)? {
+                        "count" => count_node = Some(v),
+                        "index" => index = Some(self.spec.string(file, v, "index")?),
+                        "name" => name = Some(self.spec.string(file, v, "name")?),
+                        "layers" => layers = Some(v),
+                        other => {
+                            return Err(self.with_calls(self.spec.unknown_key(
+                                file,
+                                k,
+                                other,
+                                &["count", "index", "name", "layers"],
+                                "key of `repeat`",
+                            )))
+                        }
+                    }
+                }
+            }
+            _ => count_node = Some(spec),
+        }
+        let count_node = count_node
+            .ok_or_else(|| self.err(file, key.loc, 6, "`repeat` needs a `count`".into()))?;
+        let count_value = self.eval(file, &ctx.env, count_node)?;
+        let count = self.to_count(file, count_node, "count", &count_value, 0)?;
+        if count > MAX_REPEAT {
+            return Err(self.err(
+                file,
+                count_node.loc,
+                1,
+                format!("repeat count {count} is more than the limit {MAX_REPEAT}"),
+            ));
+        }
+        if let Some(i) = &index {
+            if !is_identifier(i) {
+                return Err(self.err(
+                    file,
+                    spec.loc,
+                    1,
+                    format!("index `{i}` is not a valid name"),
+                ));
+            }
+        }
+        let single = match (layers, body) {
+            (Some(_), []) => None,
+            (None, [one]) => Some(*one),
+            (Some(_), [(k, kn, _), ..]) => {
+                return Err(self.err(
+                    file,
+                    kn.loc,
+                    k.len(),
+                    format!("`repeat` has `layers` and also `{k}`: give one or the other"),
+                ))
+            }
+            (None, []) => {
+                return Err(self.err(file, item.loc, 1, "`repeat` has nothing to repeat".into()))
+            }
+            (None, [_, (k, kn, _), ..]) => {
+                return Err(self.err(
+                    file,
+                    kn.loc,
+                    k.len(),
+                    format!("`repeat` may repeat one op or block; `{k}` is a second"),
+                ))
+            }
+        };
+        let prefix = name.unwrap_or_else(|| {
+            single
+                .map(|(k, _, _)| k.to_string())
+                .unwrap_or("rep".into())
+        });
+        if !is_layer_name(&prefix) {
+            return Err(self.err(
+                file,
+                spec.loc,
+                1,
+                format!("repeat name `{prefix}` is not a valid layer name"),
+            ));
+        }
+        for k in 0..count {
+            let scope = ctx.full_name(&format!("{prefix}{}", k + 1));
+            let mut frame = HashMap::new();
+            if let Some(i) = &index {
+                frame.insert(i.clone(), Value::Int(k as i64));
+            }
+            let mut inner = ctx.clone();
+            inner.env.push(frame);
+            inner.input = ctx.prev;
+            match single {
+                Some((key, kn, v)) if self.spec.blocks.contains_key(key) => {
+                    let out = self.call(&mut inner, key, Some(v), kn, Some(scope.clone()))?;
+                    ctx.prev = out;
+                }
+                Some((key, kn, v)) => {
+                    inner.scope = scope.clone();
+                    self.dispatch(&mut inner, key, Some(v), kn)?;
+                    ctx.prev = inner.prev;
+                }
+                None => {
+                    inner.scope = scope.clone();
+                    self.layers(&mut inner, layers.unwrap_or(spec))?;
+                    ctx.prev = inner.prev;
+                }
+            }
+            self.scope_outputs.insert(scope, ctx.prev);
+        }
+        Ok(())
+    }
+
+    fn with_calls(&self, mut e: SpecError) -> SpecError {
+        self.add_call_notes(&mut e);
+        e
+    }
+
+    fn dispatch(
+        &mut self,
+        ctx: &mut Ctx,
+        key: &str,
+        value: Option<&Yaml>,
+        at: &Yaml,
+    ) -> Result<(), SpecError> {
+        if key == "seq" {
+            return self.seq(ctx, value, at);
+        }
+        if let Some(op) = canonical_op(key) {
+            return self.op(ctx, op, value, at);
+        }
+        if self.spec.blocks.contains_key(key) {
+            let out = self.call(ctx, key, value, at, None)?;
+            ctx.prev = out;
+            return Ok(());
+        }
+        let mut valid: Vec<&str> = OPS.iter().map(|(n, _)| *n).collect();
+        let mut blocks: Vec<&str> = self.spec.blocks.keys().map(String::as_str).collect();
+        blocks.sort();
+        valid.extend(&blocks);
+        valid.push("seq");
+        let mut e = self.err(
+            ctx.file,
+            at.loc,
+            key.len(),
+            format!("unknown op or block `{key}`"),
+        );
+        if let Some(s) = suggest(key, valid.iter().copied()) {
+            e.notes.insert(0, format!("did you mean `{s}`?"));
+        }
+        e.notes.push(format!(
+            "ops: {}",
+            OPS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ));
+        if !blocks.is_empty() {
+            e.notes.push(format!("blocks: {}", blocks.join(", ")));
+        }
+        Err(e)
+    }
+
+    fn fields<'y>(
+        &self,
+        ctx: &Ctx,
+        value: Option<&'y Yaml>,
+        what: &str,
+        at: &Yaml,
+    ) -> Result<Fields<'y>, SpecError> {
+        let mut entries = Vec::new();
+        match value.map(|v| &v.kind) {
+            None | Some(YamlKind::Null) => {}
+            Some(YamlKind::Map(map)) => {
+                for (k, v) in map {
+                    entries.push((self.spec.key_str(ctx.file, k)?, k, v));
+                }
+            }
+            Some(_) => {
+                let v = value.expect("matched Some");
+                return Err(self.with_calls(self.spec.type_error(
+                    ctx.file,
+                    v,
+                    what,
+                    "a map of fields like `{out: 8}`",
+                )));
+            }
+        }
+        Ok(Fields {
+            entries,
+            at: at.loc,
+        })
+    }
+
+    fn seq(&mut self, ctx: &mut Ctx, value: Option<&Yaml>, at: &Yaml) -> Result<(), SpecError> {
+        let mut f = self.fields(ctx, value, "`seq`", at)?;
+        self.reject_unknown(ctx, &f, &["name", "from", "layers"])?;
+        let name = self.name_field(ctx, &mut f)?;
+        let from = f.take("from").map(|(_, v)| v);
+        let layers = f.take("layers").map(|(_, v)| v);
+        let layers =
+            layers.ok_or_else(|| self.err(ctx.file, at.loc, 3, "`seq` needs `layers`".into()))?;
+        let mut inner = ctx.clone();
+        if let Some(from) = from {
+            inner.prev = self.single_input(ctx, from, "seq")?;
+        }
+        inner.input = inner.prev;
+        if let Some((n, k)) = &name {
+            inner.scope = ctx.full_name(n);
+            self.check_free(ctx, &inner.scope, k)?;
+        }
+        self.layers(&mut inner, layers)?;
+        ctx.prev = inner.prev;
+        if name.is_some() {
+            self.scope_outputs.insert(inner.scope, inner.prev);
+        }
+        Ok(())
+    }
+
+    fn call(
+        &mut self,
+        ctx: &mut Ctx,
+        block_name: &str,
+        value: Option<&Yaml>,
+        at: &Yaml,
+        scope: Option<String>,
+    ) -> Result<NodeId, SpecError> {
+        let spec = self.spec;
+        let block = &spec.blocks[block_name];
+        if let Some(pos) = self.calls.iter().position(|c| c.block == block_name) {
+            let chain: Vec<&str> = self.calls[pos..].iter().map(|c| c.block.as_str()).collect();
+            return Err(self.err(
+                ctx.file,
+                at.loc,
+                block_name.len(),
+                format!("block recursion: {} -> {block_name}", chain.join(" -> ")),
+            ));
+        }
+        if self.calls.len() >= MAX_CALL_DEPTH {
+            return Err(self.err(
+                ctx.file,
+                at.loc,
+                block_name.len(),
+                "blocks are nested too deeply".into(),
+            ));
+        }
+        let mut f = self.fields(
+            ctx,
+            value,
+            &format!("the arguments of block `{block_name}`"),
+            at,
+        )?;
+        let mut valid = vec!["name", "from"];
+        valid.extend(block.arg_names());
+        self.reject_unknown(ctx, &f, &valid)?;
+        let name = self.name_field(ctx, &mut f)?;
+        let from = f.take("from").map(|(_, v)| v);
+        let input = match from {
+            Some(from) => self.single_input(ctx, from, block_name)?,
+            None => ctx.prev,
+        };
+        let scope = match (scope, &name) {
+            (Some(s), _) => s,
+            (None, Some((n, k))) => {
+                let s = ctx.full_name(n);
+                self.check_free(ctx, &s, k)?;
+                s
+            }
+            (None, None) => self.fresh_name(ctx, block_name),
+        };
+        let mut frame: HashMap<String, Value> = HashMap::new();
+        let in_shape = &self.graph.node(input).shape;
+        let dims = in_shape.dims();
+        for (k, key) in ["in_channels", "in_height", "in_width"]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(&d) = dims.get(k) {
+                frame.insert(key.to_string(), Value::Int(d as i64));
+            }
+        }
+        for (arg, default) in &block.args {
+            let value = match f.take(arg) {
+                Some((_, v)) => self.eval(ctx.file, &ctx.env, v)?,
+                None => match default {
+                    Some(d) => self.eval(block.file, &[frame.clone()], d)?,
+                    None => {
+                        return Err(self.err(
+                            ctx.file,
+                            at.loc,
+                            block_name.len(),
+                            format!("block `{block_name}` needs the argument `{arg}`"),
+                        ))
+                    }
+                },
+            };
+            frame.insert(arg.clone(), value);
+        }
+        self.calls.push(Call {
+            block: block_name.to_string(),
+            file: ctx.file,
+            loc: at.loc,
+            scope: scope.clone(),
+        });
+        for (n, v) in &block.lets {
+            let value = self.eval(block.file, &[frame.clone()], v)?;
+            frame.insert(n.clone(), value);
+        }
+        let mut inner = Ctx {
+            file: block.file,
+            scope: scope.clone(),
+            env: vec![frame],
+            input,
+            prev: input,
+        };
+        self.layers(&mut inner, &block.layers)?;
+        self.calls.pop();
+        self.scope_outputs.insert(scope, inner.prev);
+        Ok(inner.prev)
+    }
+
+    fn fresh_name(&self, ctx: &Ctx, base: &str) -> String {
+        let taken = |n: &str| self.graph.find(n).is_some() || self.scope_outputs.contains_key(n);
+        let first = ctx.full_name(base);
+        if !taken(&first) {
+            return first;
+        }
+        (1..)
+            .map(|k| ctx.full_name(&format!("{base}_{k}")))
+            .find(|n| !taken(n))
+            .expect("an unbounded range has a free name")
+    }
+
+    fn check_free(&self, ctx: &Ctx, full: &str, key: &Yaml) -> Result<(), SpecError> {
+        if self.graph.find(full).is_some() || self.scope_outputs.contains_key(full) {
+            return Err(self.err(
+                ctx.file,
+                key.loc,
+                1,
+                format!("the name `{full}` is already used"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn name_field<'y>(
+        &self,
+        ctx: &Ctx,
+        f: &mut Fields<'y>,
+    ) -> Result<Option<(String, &'y Yaml)>, SpecError> {
+        let Some((_, v)) = f.take("name") else {
+            return Ok(None);
+        };
+        let name = self
+            .spec
+            .string(ctx.file, v, "name")
+            .map_err(|e| self.with_calls(e))?;
+        if !is_layer_name(&name) {
+            return Err(self.err(
+                ctx.file,
+                v.loc,
+                name.len(),
+                format!("layer name `{name}` may use only letters, digits, `_` and `-`"),
+            ));
+        }
+        if name == "in" {
+            return Err(self.err(
+                ctx.file,
+                v.loc,
+                2,
+                "`in` is reserved for the input of a block".into(),
+            ));
+        }
+        Ok(Some((name, v)))
+    }
+
+    fn refs(&self, ctx: &Ctx, from: &Yaml) -> Result<Vec<NodeId>, SpecError> {
+        match &from.kind {
+            YamlKind::Str(s) => Ok(vec![self.resolve(ctx, s, from)?]),
+            YamlKind::Seq(items) => items
+                .iter()
+                .map(|i| match &i.kind {
+                    YamlKind::Str(s) => self.resolve(ctx, s, i),
+                    _ => Err(self.with_calls(self.spec.type_error(
+                        ctx.file,
+                        i,
+                        "a `from` entry",
+                        "a layer name",
+                    ))),
+                })
+                .collect(),
+            _ => Err(self.with_calls(self.spec.type_error(
+                ctx.file,
+                from,
+                "`from`",
+                "a layer name or a list of them",
+            ))),
+        }
+    }
+
+    fn single_input(&self, ctx: &Ctx, from: &Yaml, what: &str) -> Result<NodeId, SpecError> {
+        let ids = self.refs(ctx, from)?;
+        match ids.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(self.err(
+                ctx.file,
+                from.loc,
+                1,
+                format!("`{what}` takes one input, `from` names {}", ids.len()),
+            )),
+        }
+    }
+
+    /// Resolves a layer reference: `in` is the current scope's input;
+    /// otherwise the name is looked up in the current scope, then each
+    /// enclosing scope out to the top.
+    fn resolve(&self, ctx: &Ctx, name: &str, at: &Yaml) -> Result<NodeId, SpecError> {
+        if name == "in" {
+            return Ok(ctx.input);
+        }
+        let mut scope = ctx.scope.as_str();
+        loop {
+            let full = if scope.is_empty() {
+                name.to_string()
+            } else {
+                format!("{scope}.{name}")
+            };
+            if let Some(id) = self
+                .graph
+                .find(&full)
+                .or_else(|| self.scope_outputs.get(&full).copied())
+            {
+                return Ok(id);
+            }
+            if scope.is_empty() {
+                break;
+            }
+            scope = scope.rfind('.').map(|i| &scope[..i]).unwrap_or("");
+        }
+        let local: Vec<&str> = self
+            .graph
+            .nodes()
+            .map(|id| self.graph.node(id).name.as_str())
+            .filter_map(|n| {
+                if ctx.scope.is_empty() {
+                    Some(n)
+                } else {
+                    n.strip_prefix(ctx.scope.as_str())
+                        .and_then(|r| r.strip_prefix('.'))
+                }
+            })
+            .collect();
+        let mut e = self.err(
+            ctx.file,
+            at.loc,
+            name.len() + usize::from(at.style == ScalarStyle::Quoted) * 2,
+            format!("no layer named `{name}` before this point"),
+        );
+        if let Some(s) = suggest(name, local.iter().copied()) {
+            e.notes.insert(0, format!("did you mean `{s}`?"));
+        }
+        Err(e)
+    }
+
+    fn reject_unknown(&self, ctx: &Ctx, f: &Fields, valid: &[&str]) -> Result<(), SpecError> {
+        for (key, k, _) in &f.entries {
+            if !valid.contains(key) {
+                return Err(
+                    self.with_calls(self.spec.unknown_key(ctx.file, k, key, valid, "field"))
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn to_count(
+        &self,
+        file: usize,
+        node: &Yaml,
+        field: &str,
+        v: &Value,
+        min: usize,
+    ) -> Result<usize, SpecError> {
+        let n = match v {
+            Value::Int(i) if *i >= 0 => Some(*i as u64),
+            Value::Float(x) if x.fract() == 0.0 && *x >= 0.0 && *x <= 9.0e15 => Some(*x as u64),
+            _ => None,
+        };
+        let what = if min == 0 {
+            "a non-negative integer"
+        } else {
+            "a positive integer"
+        };
+        match n {
+            Some(n) if n >= min as u64 && n <= MAX_DIM as u64 => Ok(n as usize),
+            Some(n) if n > MAX_DIM as u64 => Err(self.err(
+                file,
+                node.loc,
+                token_len(&self.spec.files[file].text, node.loc.offset),
+                format!("`{field}` is {n}, more than the size limit {MAX_DIM}"),
+            )),
+            _ => {
+                let mut e = self.err(
+                    file,
+                    node.loc,
+                    token_len(&self.spec.files[file].text, node.loc.offset),
+                    format!("`{field}` must be {what}, got {} `{v}`", v.type_name()),
+                );
+                if let YamlKind::Str(src) = &node.kind {
+                    e.notes.insert(0, format!("`{src}` evaluated to {v}"));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn count_field(
+        &self,
+        ctx: &Ctx,
+        f: &mut Fields,
+        field: &str,
+        default: Option<usize>,
+        min: usize,
+    ) -> Result<usize, SpecError> {
+        match f.take(field) {
+            Some((_, v)) => {
+                let value = self.eval(ctx.file, &ctx.env, v)?;
+                self.to_count(ctx.file, v, field, &value, min)
+            }
+            None => default.ok_or_else(|| self.missing(ctx, f, field)),
+        }
+    }
+
+    fn missing(&self, ctx: &Ctx, f: &Fields, field: &str) -> SpecError {
+        self.err(ctx.file, f.at, 1, format!("missing field `{field}`"))
+    }
+
+    fn pair_field(
+        &self,
+        ctx: &Ctx,
+        f: &mut Fields,
+        field: &str,
+        default: Option<[usize; 2]>,
+        min: usize,
+    ) -> Result<[usize; 2], SpecError> {
+        let Some((_, v)) = f.take(field) else {
+            return default.ok_or_else(|| self.missing(ctx, f, field));
+        };
+        match self.eval(ctx.file, &ctx.env, v)? {
+            Value::List(items) if items.len() == 2 => Ok([
+                self.to_count(ctx.file, v, field, &items[0], min)?,
+                self.to_count(ctx.file, v, field, &items[1], min)?,
+            ]),
+            Value::List(items) => Err(self.err(
+                ctx.file,
+                v.loc,
+                1,
+                format!(
+                    "`{field}` must be one integer or a pair [height, width], got a list of {}",
+                    items.len()
+                ),
+            )),
+            x => {
+                let n = self.to_count(ctx.file, v, field, &x, min)?;
+                Ok([n, n])
+            }
+        }
+    }
+
+    fn bool_field(
+        &self,
+        ctx: &Ctx,
+        f: &mut Fields,
+        field: &str,
+        default: bool,
+    ) -> Result<bool, SpecError> {
+        let Some((_, v)) = f.take(field) else {
+            return Ok(default);
+        };
+        match self.eval(ctx.file, &ctx.env, v)? {
+            Value::Bool(b) => Ok(b),
+            x => Err(self.err(
+                ctx.file,
+                v.loc,
+                1,
+                format!(
+                    "`{field}` must be true or false, got {} `{x}`",
+                    x.type_name()
+                ),
+            )),
+        }
+    }
+
+    fn float_field(
+        &self,
+        ctx: &Ctx,
+        f: &mut Fields,
+        field: &str,
+        default: f64,
+    ) -> Result<f64, SpecError> {
+        let Some((_, v)) = f.take(field) else {
+            return Ok(default);
+        };
+        match self.eval(ctx.file, &ctx.env, v)? {
+            Value::Float(x) if x.is_finite() && x > 0.0 => Ok(x),
+            Value::Int(i) if i > 0 => Ok(i as f64),
+            x => Err(self.err(
+                ctx.file,
+                v.loc,
+                1,
+                format!("`{field}` must be a positive number, got `{x}`"),
+            )),
+        }
+    }
+
+    fn op(
+        &mut self,
+        ctx: &mut Ctx,
+        kind: &'static str,
+        value: Option<&Yaml>,
+        at: &Yaml,
+    ) -> Result<(), SpecError> {
+        let mut f = self.fields(ctx, value, &format!("the fields of `{kind}`"), at)?;
+        self.reject_unknown(ctx, &f, &op_fields(kind))?;
+        let name = self.name_field(ctx, &mut f)?;
+        let from = f.take("from").map(|(_, v)| v);
+        let mut inputs = match from {
+            Some(v) => self.refs(ctx, v)?,
+            None => vec![ctx.prev],
+        };
+        let op = match kind {
+            "conv" => Op::Conv2d(Conv2d {
+                out_channels: self.count_field(ctx, &mut f, "out", None, 1)?,
+                kernel: self.pair_field(ctx, &mut f, "kernel", None, 1)?,
+                stride: self.pair_field(ctx, &mut f, "stride", Some([1, 1]), 1)?,
+                padding: self.pair_field(ctx, &mut f, "padding", Some([0, 0]), 0)?,
+                dilation: self.pair_field(ctx, &mut f, "dilation", Some([1, 1]), 1)?,
+                groups: self.count_field(ctx, &mut f, "groups", Some(1), 1)?,
+                bias: self.bool_field(ctx, &mut f, "bias", false)?,
+            }),
+            "batch_norm" => Op::BatchNorm(BatchNorm {
+                eps: self.float_field(ctx, &mut f, "eps", 1e-5)? as f32,
+            }),
+            "relu" => Op::Relu,
+            "relu6" => Op::Relu6,
+            "sigmoid" => Op::Sigmoid,
+            "channel_shuffle" => Op::ChannelShuffle(ChannelShuffle {
+                groups: self.count_field(ctx, &mut f, "groups", None, 1)?,
+            }),
+            "max_pool" | "avg_pool" => {
+                let kernel = self.pair_field(ctx, &mut f, "kernel", None, 1)?;
+                let pool = Pool {
+                    kernel,
+                    stride: self.pair_field(ctx, &mut f, "stride", Some(kernel), 1)?,
+                    padding: self.pair_field(ctx, &mut f, "padding", Some([0, 0]), 0)?,
+                    ceil_mode: self.bool_field(ctx, &mut f, "ceil_mode", false)?,
+                    count_include_pad: if kind == "avg_pool" {
+                        self.bool_field(ctx, &mut f, "count_include_pad", true)?
+                    } else {
+                        true
+                    },
+                };
+                if kind == "max_pool" {
+                    Op::MaxPool(pool)
+                } else {
+                    Op::AvgPool(pool)
+                }
+            }
+            "global_avg_pool" => Op::GlobalAvgPool,
+            "add" => Op::Add,
+            "mul" => Op::Mul,
+            "concat" => Op::Concat,
+            "slice" => {
+                let start = self.count_field(ctx, &mut f, "start", Some(0), 0)?;
+                let len = match (f.has("len"), f.has("end")) {
+                    (true, false) => self.count_field(ctx, &mut f, "len", None, 1)?,
+                    (false, true) => {
+                        let end = self.count_field(ctx, &mut f, "end", None, 1)?;
+                        if end <= start {
+                            return Err(self.err(
+                                ctx.file,
+                                at.loc,
+                                kind.len(),
+                                format!("slice end {end} is not after start {start}"),
+                            ));
+                        }
+                        end - start
+                    }
+                    _ => {
+                        return Err(self.err(
+                            ctx.file,
+                            at.loc,
+                            kind.len(),
+                            "`slice` needs exactly one of `len` and `end`".into(),
+                        ))
+                    }
+                };
+                Op::ChannelSlice(ChannelSlice { start, len })
+            }
+            "split" => return self.split(ctx, f, name, inputs, at),
+            "linear" => Op::Linear(Linear {
+                out_features: self.count_field(ctx, &mut f, "out", None, 1)?,
+                bias: self.bool_field(ctx, &mut f, "bias", true)?,
+            }),
+            "flatten" => Op::Flatten,
+            "softmax" => Op::Softmax,
+            _ => unreachable!("canonical op names are matched above"),
+        };
+        if matches!(op, Op::Add | Op::Mul | Op::Concat) && from.is_none() {
+            return Err(self.err(
+                ctx.file,
+                at.loc,
+                kind.len(),
+                format!("`{kind}` needs `from: [a, b, ...]` naming its inputs"),
+            ));
+        }
+        if let (Some(v), Op::Add | Op::Mul) = (from, &op) {
+            if inputs.len() != 2 {
+                return Err(self.err(
+                    ctx.file,
+                    v.loc,
+                    1,
+                    format!("`{kind}` takes two inputs, `from` names {}", inputs.len()),
+                ));
+            }
+        }
+        if !matches!(op, Op::Add | Op::Mul | Op::Concat) && inputs.len() != 1 {
+            let v = from.expect("more than one input comes from `from`");
+            return Err(self.err(
+                ctx.file,
+                v.loc,
+                1,
+                format!("`{kind}` takes one input, `from` names {}", inputs.len()),
+            ));
+        }
+        let full = match &name {
+            Some((n, k)) => {
+                let full = ctx.full_name(n);
+                self.check_free(ctx, &full, k)?;
+                full
+            }
+            None => self.fresh_name(ctx, kind),
+        };
+        let id = self.add_node(ctx, op, full, &std::mem::take(&mut inputs), at.loc)?;
+        ctx.prev = id;
+        Ok(())
+    }
+
+    fn split(
+        &mut self,
+        ctx: &mut Ctx,
+        mut f: Fields,
+        name: Option<(String, &Yaml)>,
+        inputs: Vec<NodeId>,
+        at: &Yaml,
+    ) -> Result<(), SpecError> {
+        let [input] = inputs[..] else {
+            return Err(self.err(ctx.file, at.loc, 5, "`split` takes one input".into()));
+        };
+        let channels = self.graph.node(input).shape.channels();
+        let sizes: Vec<usize> = match (f.take("sizes"), f.take("parts")) {
+            (Some((_, v)), None) => match self.eval(ctx.file, &ctx.env, v)? {
+                Value::List(items) => items
+                    .iter()
+                    .map(|x| self.to_count(ctx.file, v, "sizes", x, 1))
+                    .collect::<Result<_, _>>()?,
+                x => {
+                    return Err(self.err(
+                        ctx.file,
+                        v.loc,
+                        1,
+                        format!("`sizes` must be a list, got `{x}`"),
+                    ))
+                }
+            },
+            (None, Some((_, v))) => {
+                let value = self.eval(ctx.file, &ctx.env, v)?;
+                let parts = self.to_count(ctx.file, v, "parts", &value, 1)?;
+                if !channels.is_multiple_of(parts) {
+                    return Err(self.err(
+                        ctx.file,
+                        v.loc,
+                        1,
+                        format!("{channels} channels do not split into {parts} equal parts"),
+                    ));
+                }
+                vec![channels / parts; parts]
+            }
+            _ => {
+                return Err(self.err(
+                    ctx.file,
+                    at.loc,
+                    5,
+                    "`split` needs exactly one of `sizes` and `parts`".into(),
+                ))
+            }
+        };
+        let total: usize = sizes.iter().sum();
+        if total != channels {
+            return Err(self.err(
+                ctx.file,
+                at.loc,
+                5,
+                format!("split sizes add up to {total}, but the input has {channels} channels"),
+            ));
+        }
+        let base = match &name {
+            Some((n, k)) => {
+                let full = ctx.full_name(n);
+                self.check_free(ctx, &full, k)?;
+                full
+            }
+            None => self.fresh_name(ctx, "split"),
+        };
+        let mut start = 0;
+        let mut last = input;
+        for (k, len) in sizes.into_iter().enumerate() {
+            last = self.add_node(
+                ctx,
+                Op::ChannelSlice(ChannelSlice { start, len }),
+                format!("{base}.{k}"),
+                &[input],
+                at.loc,
+            )?;
+            start += len;
+        }
+        self.scope_outputs.insert(base, last);
+        ctx.prev = last;
+        Ok(())
+    }
+
+    fn add_node(
+        &mut self,
+        ctx: &Ctx,
+        op: Op,
+        name: String,
+        inputs: &[NodeId],
+        loc: Loc,
+    ) -> Result<NodeId, SpecError> {
+        let file = &self.spec.files[ctx.file];
+        if self.graph.len() >= MAX_NODES {
+            return Err(self.err(
+                ctx.file,
+                loc,
+                1,
+                format!("the spec expands to more than {MAX_NODES} layers"),
+            ));
+        }
+        let source = SourceLoc {
+            file: file.name.clone(),
+            line: loc.line,
+            col: loc.col,
+        };
+        let kind = op.kind();
+        self.graph
+            .add(op, name.clone(), inputs, Some(source))
+            .map_err(|e| {
+                let mut err = self.err(
+                    ctx.file,
+                    loc,
+                    token_len(&file.text, loc.offset),
+                    format!("{kind}: {}", e.message),
+                );
+                err.layer = Some(name.clone());
+                if !inputs.is_empty() {
+                    let shapes: Vec<String> = inputs
+                        .iter()
+                        .map(|&i| {
+                            format!("`{}` {}", self.graph.node(i).name, self.graph.node(i).shape)
+                        })
+                        .collect();
+                    err.notes.insert(0, format!("input: {}", shapes.join(", ")));
+                }
+                err
+            })
+    }
+}
+
+fn op_fields(kind: &str) -> Vec<&'static str> {
+    let specific: &[&str] = match kind {
+        "conv" => &[
+            "out", "kernel", "stride", "padding", "dilation", "groups", "bias",
+        ],
+        "batch_norm" => &["eps"],
+        "channel_shuffle" => &["groups"],
+        "max_pool" => &["kernel", "stride", "padding", "ceil_mode"],
+        "avg_pool" => &[
+            "kernel",
+            "stride",
+            "padding",
+            "ceil_mode",
+            "count_include_pad",
+        ],
+        "slice" => &["start", "len", "end"],
+        "split" => &["sizes", "parts"],
+        "linear" => &["out", "bias"],
+        _ => &[],
+    };
+    let mut v = vec!["name", "from"];
+    v.extend_from_slice(specific);
+    v
+}
+
+impl<'y> Fields<'y> {
+    fn take(&mut self, key: &str) -> Option<(&'y Yaml, &'y Yaml)> {
+        let found = self.entries.iter().find(|(k, _, _)| *k == key)?;
+        Some((found.1, found.2))
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _, _)| *k == key)
+    }
+}

@@ -1,0 +1,173 @@
+//! Differential test of the reference evaluator against an independent
+//! numpy implementation of whole networks (`tests/oracle/numpy_reference.py`
+//! at the workspace root), written from the architecture descriptions and
+//! sharing only the tensor names with our specs.
+//!
+//! Each case writes weights with random batch-norm statistics and a random
+//! batch of two images, runs the script with `python3` (or `$PYTHON`), and
+//! compares logits within 1e-4 relative (max abs diff / max abs value).
+//! Without Python or numpy the tests fail: run `pip install numpy`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use shufflekit_ir::eval;
+use shufflekit_ir::input::{random_input, read_npy, write_npy};
+use shufflekit_ir::spec;
+use shufflekit_ir::weights::{InitOptions, Weights};
+
+/// The largest accepted `max |ours - numpy| / max |numpy|`.
+const TOLERANCE: f32 = 1e-4;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the ir crate lives in the workspace")
+        .to_path_buf()
+}
+
+fn python() -> String {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    match Command::new(&python).args(["-c", "import numpy"]).output() {
+        Ok(o) if o.status.success() => python,
+        Ok(o) => panic!(
+            "`{python}` cannot import numpy ({}): run `pip install numpy`",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => {
+            panic!("cannot run `{python}` ({e}): install Python 3 and run `pip install numpy`")
+        }
+    }
+}
+
+/// Builds `spec` with `overrides`, evaluates it and the oracle on the same
+/// weights and input, and returns the relative difference.
+fn compare(case: &str, spec_file: &str, overrides: &[(&str, &str)], oracle: &[&str]) -> f32 {
+    let overrides: Vec<(String, String)> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let graph = spec::load(&root().join("specs").join(spec_file), &overrides)
+        .unwrap_or_else(|e| panic!("{spec_file}: {e}"));
+    let weights = Weights::init(
+        &graph,
+        &InitOptions {
+            seed: 11,
+            randomize_batch_norm: true,
+        },
+    );
+    let input_shape = &graph.node(graph.input_nodes()[0]).shape;
+    let x = random_input(input_shape, 2, 5).unwrap();
+
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("oracle-{case}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (w_path, x_path, y_path) = (
+        dir.join("w.safetensors"),
+        dir.join("x.npy"),
+        dir.join("y.npy"),
+    );
+    weights.save(&w_path).unwrap();
+    write_npy(&x_path, &x).unwrap();
+    let _ = std::fs::remove_file(&y_path);
+
+    let script = root().join("tests/oracle/numpy_reference.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .args(oracle)
+        .arg("--weights")
+        .arg(&w_path)
+        .arg("--input")
+        .arg(&x_path)
+        .arg("--output")
+        .arg(&y_path)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{case}: the numpy oracle failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = read_npy(&y_path).unwrap();
+    let got = eval::evaluate(&graph, &weights, &x).unwrap();
+    assert_eq!(
+        got.shape(),
+        expected.shape(),
+        "{case}: output shapes differ"
+    );
+    let scale = expected.max_abs();
+    assert!(scale > 0.0, "{case}: the oracle's logits are all zero");
+    let diff = got.max_abs_diff(&expected).expect("same shapes");
+    let rel = diff / scale;
+    eprintln!("{case}: max abs diff {diff:e}, max abs value {scale:e}, relative {rel:e}");
+    assert!(
+        rel < TOLERANCE,
+        "{case}: relative difference {rel:e} exceeds {TOLERANCE:e}"
+    );
+    rel
+}
+
+#[test]
+fn shufflenet_v1_g3_matches_numpy() {
+    compare(
+        "shufflenet_v1_g3",
+        "shufflenet_v1.yaml",
+        &[
+            ("groups", "3"),
+            ("width", "0.5"),
+            ("resolution", "64"),
+            ("classes", "10"),
+        ],
+        &[
+            "shufflenet_v1",
+            "--groups",
+            "3",
+            "--width",
+            "0.5",
+            "--classes",
+            "10",
+        ],
+    );
+}
+
+#[test]
+fn shufflenet_v1_g8_matches_numpy() {
+    compare(
+        "shufflenet_v1_g8",
+        "shufflenet_v1.yaml",
+        &[
+            ("groups", "8"),
+            ("width", "0.5"),
+            ("resolution", "64"),
+            ("classes", "10"),
+        ],
+        &[
+            "shufflenet_v1",
+            "--groups",
+            "8",
+            "--width",
+            "0.5",
+            "--classes",
+            "10",
+        ],
+    );
+}
+
+#[test]
+fn shufflenet_v2_matches_numpy() {
+    compare(
+        "shufflenet_v2",
+        "shufflenet_v2.yaml",
+        &[("width", "0.5"), ("resolution", "64"), ("classes", "10")],
+        &["shufflenet_v2", "--width", "0.5", "--classes", "10"],
+    );
+}
+
+#[test]
+fn mobilenet_v1_matches_numpy() {
+    compare(
+        "mobilenet_v1",
+        "mobilenet_v1.yaml",
+        &[("width", "0.5"), ("resolution", "64"), ("classes", "10")],
+        &["mobilenet_v1", "--width", "0.5", "--classes", "10"],
+    );
+}

@@ -1,0 +1,315 @@
+//! The `shufflekit` command line.
+
+mod diag;
+mod run;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use shufflekit_ir::cost::{self, Convention, Cost};
+use shufflekit_ir::spec::{self, SpecError};
+use shufflekit_ir::text::{self, DumpOptions};
+use shufflekit_ir::Graph;
+
+#[derive(Parser)]
+#[command(
+    name = "shufflekit",
+    version,
+    about = "Design, count, compile and search ShuffleNet-family networks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command that reads a spec takes.
+#[derive(clap::Args)]
+struct SpecArgs {
+    /// The spec file (YAML).
+    spec: PathBuf,
+    /// Override a parameter: `--set groups=8` (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse a spec, expand it and check every shape.
+    Check {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Print the graph in its text form.
+        #[arg(long)]
+        print_ir: bool,
+        /// With --print-ir: add each node's spec location.
+        #[arg(long)]
+        locations: bool,
+    },
+    /// Count multiply-adds, parameters and activations, per layer and in total.
+    Flops {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Counting convention of the `ops` column.
+        #[arg(long, value_enum, default_value_t = ConventionArg::Macs)]
+        convention: ConventionArg,
+    },
+    /// List a spec's parameters with their default values.
+    Params {
+        /// The spec file (YAML).
+        spec: PathBuf,
+    },
+    /// Evaluate a network on an input and print its top classes.
+    Run(run::RunArgs),
+    /// Write freshly initialised weights (safetensors).
+    Init(run::InitArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConventionArg {
+    /// Multiply-adds of conv and linear layers (the ShuffleNet paper's FLOPs).
+    Macs,
+    /// 2 FLOPs per multiply-add.
+    Flops,
+    /// Multiply-adds plus elementwise ops, as mmcv counts.
+    MacsAll,
+}
+
+impl From<ConventionArg> for Convention {
+    fn from(c: ConventionArg) -> Self {
+        match c {
+            ConventionArg::Macs => Convention::Macs,
+            ConventionArg::Flops => Convention::Flops,
+            ConventionArg::MacsAll => Convention::MacsAll,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(spec_error) = e.downcast_ref::<SpecError>() {
+                eprint!("{}", diag::render(spec_error));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &SpecArgs) -> anyhow::Result<Graph> {
+    let overrides = args
+        .set
+        .iter()
+        .map(|s| spec::parse_override(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(spec::load(&args.spec, &overrides)?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        Command::Check {
+            spec,
+            print_ir,
+            locations,
+        } => {
+            let graph = load(&spec)?;
+            if print_ir {
+                write!(out, "{}", text::dump(&graph, DumpOptions { locations }))?;
+            } else {
+                let cost = cost::count(&graph, Convention::Macs);
+                writeln!(
+                    out,
+                    "{}: ok, {} layers, input {:?}, output {}",
+                    spec.spec.display(),
+                    graph.len(),
+                    cost.input_shape,
+                    graph
+                        .output()
+                        .map(|o| graph.node(o).shape.to_string())
+                        .unwrap_or_default()
+                )?;
+            }
+        }
+        Command::Flops {
+            spec,
+            format,
+            convention,
+        } => {
+            let graph = load(&spec)?;
+            let cost = cost::count(&graph, convention.into());
+            match format {
+                Format::Json => {
+                    serde_json::to_writer_pretty(&mut out, &cost)?;
+                    writeln!(out)?;
+                }
+                Format::Csv => write_csv(&mut out, &cost)?,
+                Format::Table => write_table(&mut out, &cost)?,
+            }
+        }
+        Command::Run(args) => run::run(&args, &mut out)?,
+        Command::Init(args) => run::init(&args, &mut out)?,
+        Command::Params { spec: path } => {
+            let parsed = spec::Spec::parse_file(&path)?;
+            for (name, value) in parsed.param_defaults()? {
+                writeln!(out, "{name} = {value}")?;
+            }
+        }
+    }
+    out.flush().context("writing the output")?;
+    Ok(())
+}
+
+/// Formats an integer with thousands separators: 137460672 -> 137,460,672.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn write_table(out: &mut impl Write, cost: &Cost) -> anyhow::Result<()> {
+    let name_width = cost
+        .layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(5);
+    writeln!(
+        out,
+        "{:<name_width$}  {:<15}  {:>16}  {:>13}  {:>11}  {:>10}",
+        "layer", "op", "output", "macs", "params", "activations"
+    )?;
+    for l in &cost.layers {
+        let shape = l
+            .output_shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        writeln!(
+            out,
+            "{:<name_width$}  {:<15}  {:>16}  {:>13}  {:>11}  {:>10}",
+            l.name,
+            l.op,
+            shape,
+            thousands(l.macs),
+            thousands(l.params),
+            thousands(l.activations)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "model        {}", cost.model)?;
+    writeln!(out, "input        {:?}", cost.input_shape)?;
+    writeln!(
+        out,
+        "macs         {}  (conv {} + linear {}), {:.2} M",
+        thousands(cost.macs),
+        thousands(cost.conv_macs),
+        thousands(cost.linear_macs),
+        cost.macs as f64 / 1e6
+    )?;
+    if cost.convention != Convention::Macs {
+        writeln!(
+            out,
+            "ops          {}, {:.2} M",
+            thousands(cost.ops),
+            cost.ops as f64 / 1e6
+        )?;
+    }
+    writeln!(
+        out,
+        "params       {}  ({:.3} M; buffers {})",
+        thousands(cost.params),
+        cost.params as f64 / 1e6,
+        thousands(cost.buffers)
+    )?;
+    writeln!(
+        out,
+        "activations  {} elements per image (sum of layer outputs)",
+        thousands(cost.activations)
+    )?;
+    let by_kind: Vec<String> = cost
+        .macs_by_kind()
+        .into_iter()
+        .filter(|(_, m)| *m > 0)
+        .map(|(k, m)| {
+            format!(
+                "{} {:.1}%",
+                serde_json::to_value(k)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                100.0 * m as f64 / cost.macs.max(1) as f64
+            )
+        })
+        .collect();
+    writeln!(out, "macs by kind {}", by_kind.join(", "))?;
+    writeln!(
+        out,
+        "convention   {}: {}",
+        cost.convention.name(),
+        cost.convention_description
+    )?;
+    Ok(())
+}
+
+fn write_csv(out: &mut impl Write, cost: &Cost) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "# model={} convention={}",
+        cost.model,
+        cost.convention.name()
+    )?;
+    writeln!(out, "name,op,kind,output_shape,macs,ops,params,activations")?;
+    for l in &cost.layers {
+        let shape = l
+            .output_shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        let kind = serde_json::to_value(l.kind)?;
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{}",
+            l.name,
+            l.op,
+            kind.as_str().unwrap_or(""),
+            shape,
+            l.macs,
+            l.ops,
+            l.params,
+            l.activations
+        )?;
+    }
+    writeln!(
+        out,
+        "total,,,,{},{},{},{}",
+        cost.macs, cost.ops, cost.params, cost.activations
+    )?;
+    Ok(())
+}
