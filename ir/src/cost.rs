@@ -176,7 +176,9 @@ pub fn count(graph: &Graph, convention: Convention) -> Cost {
             _ => 0,
         };
         let elementwise = match &node.op {
-            Op::Conv2d(c) if c.bias => out,
+            Op::Conv2d(c) => {
+                out * (u64::from(c.bias) + u64::from(c.residual) + u64::from(c.activation != crate::ops::Activation::None))
+            }
             Op::Linear(l) if l.bias => out,
             Op::BatchNorm(_) => 2 * out,
             Op::Relu | Op::Relu6 | Op::Sigmoid | Op::Add | Op::Mul => out,

@@ -354,6 +354,22 @@ fn apply_in_place(
     Ok(())
 }
 
+/// Reorders the channels of every image: new channel `k` = old channel
+/// `order[k]`.
+fn reorder_channels(data: &mut [f32], spatial: usize, order: &[usize]) {
+    let item = order.len() * spatial;
+    if item == 0 {
+        return;
+    }
+    for image in data.chunks_mut(item) {
+        let old = image.to_vec();
+        for (k, &c) in order.iter().enumerate() {
+            image[k * spatial..(k + 1) * spatial]
+                .copy_from_slice(&old[c * spatial..(c + 1) * spatial]);
+        }
+    }
+}
+
 /// `max(x, 0)` and friends. NaN handling follows `f32::max`/`clamp`.
 fn map_in_place(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     data.par_chunks_mut(MIN_PARALLEL)
@@ -417,6 +433,22 @@ fn compute(
                 chw(&node.shape, node)?,
                 out,
             );
+            // The fused epilogue, in its defining order: reorder channels,
+            // add the residual, apply the activation.
+            if let Some(order) = &p.output_order {
+                reorder_channels(out, node.shape.spatial(), order);
+            }
+            if p.residual {
+                let r = args
+                    .get(1)
+                    .ok_or_else(|| internal(node, "the residual input is missing".into()))?;
+                for (o, r) in out.iter_mut().zip(r.data()) {
+                    *o += r;
+                }
+            }
+            if p.activation != ops::Activation::None {
+                map_in_place(out, |v| p.activation.apply(v));
+            }
         }
         Op::MaxPool(p) => pool(
             x,
@@ -441,13 +473,16 @@ fn compute(
             let spatial = x_shape.spatial();
             channel_slice(x, item, p.start * spatial, p.len * spatial, out);
         }
-        Op::Concat => {
+        Op::Concat(p) => {
             let parts: Vec<(&[f32], usize)> = args
                 .iter()
                 .zip(&in_shapes)
                 .map(|(t, s)| (t.data(), s.numel()))
                 .collect();
             concat(&parts, out);
+            if let Some(order) = &p.output_order {
+                reorder_channels(out, node.shape.spatial(), order);
+            }
         }
         Op::Add => {
             let y = args
@@ -1148,7 +1183,8 @@ mod tests {
                 None,
             )
             .unwrap();
-        g.add(Op::Concat, "cat", &[b, a], None).unwrap();
+        g.add(Op::Concat(Default::default()), "cat", &[b, a], None)
+            .unwrap();
         let input = Tensor::new(vec![2, 4, 1, 2], iota(16, 0.0)).unwrap();
         let all = evaluate_all(&g, &Weights::new(), &input).unwrap();
         let get = |name: &str| {
@@ -1349,6 +1385,86 @@ mod tests {
                 .starts_with("the graph is invalid: layer `relu`"),
             "{e}"
         );
+    }
+
+    /// A direct transcription of the convolution formula, for the property
+    /// test below.
+    fn direct_conv(
+        x: &[f32],
+        (c, h, w): (usize, usize, usize),
+        p: &Conv2d,
+        wt: &[f32],
+        (oh, ow): (usize, usize),
+    ) -> Vec<f32> {
+        let (o, [kh, kw]) = (p.out_channels, p.kernel);
+        let (cin_g, cout_g) = (c / p.groups, o / p.groups);
+        let mut out = vec![0.0f32; o * oh * ow];
+        for oc in 0..o {
+            let g = oc / cout_g;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = 0.0f32;
+                    for i in 0..cin_g {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
+                                    - p.padding[0] as isize;
+                                let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
+                                    - p.padding[1] as isize;
+                                if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                                    let xv =
+                                        x[((g * cin_g + i) * h + iy as usize) * w + ix as usize];
+                                    s += wt[((oc * cin_g + i) * kh + ky) * kw + kx] * xv;
+                                }
+                            }
+                        }
+                    }
+                    out[(oc * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+
+        /// The optimised convolution equals the formula for any kernel,
+        /// stride, padding, dilation and groups (small integer values, so
+        /// every sum is exact whatever the order).
+        #[test]
+        fn conv_matches_the_formula(
+            groups in 1usize..4, cin_g in 1usize..4, cout_g in 1usize..4,
+            h in 1usize..12, w in 1usize..12, kh in 1usize..4, kw in 1usize..4,
+            sh in 1usize..4, sw in 1usize..4, ph in 0usize..3, pw in 0usize..3,
+            dh in 1usize..3, dw in 1usize..3, seed in 0u64..1000,
+        ) {
+            let c = groups * cin_g;
+            let mut p = Conv2d::new(groups * cout_g, 1);
+            p.kernel = [kh, kw];
+            p.stride = [sh, sw];
+            p.padding = [ph, pw];
+            p.dilation = [dh, dw];
+            p.groups = groups;
+            let mut g = Graph::new("t");
+            let x = g.add(Op::Input(Shape::chw(c, h, w)), "input", &[], None).unwrap();
+            let Ok(id) = g.add(Op::Conv2d(p.clone()), "conv", &[x], None) else {
+                return Err(proptest::test_runner::TestCaseError::reject("kernel does not fit"));
+            };
+            let (_, oh, ow) = g.node(id).shape.as_chw().unwrap();
+            let small = |n: usize, salt: u64| -> Vec<f32> {
+                (0..n as u64).map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed * 97 + salt)) % 7) as f32 - 3.0).collect()
+            };
+            let xs = small(2 * c * h * w, 1);
+            let wt = small(p.out_channels * cin_g * kh * kw, 2);
+            let weights = weights_for(&g, &[("weight", wt.clone())]);
+            let y = evaluate(&g, &weights, &Tensor::new(vec![2, c, h, w], xs.clone()).unwrap()).unwrap();
+            for b in 0..2 {
+                let item = &xs[b * c * h * w..(b + 1) * c * h * w];
+                let expected = direct_conv(item, (c, h, w), &p, &wt, (oh, ow));
+                proptest::prop_assert_eq!(y.item_data(b).unwrap(), &expected[..]);
+            }
+        }
     }
 
     #[test]

@@ -248,6 +248,80 @@ impl Graph {
         &self.g
     }
 
+    /// Makes every user of `old` (and the graph output, if it is `old`) read
+    /// `new` instead, in the same input slots.
+    pub fn replace_uses(&mut self, old: NodeId, new: NodeId) {
+        let uses: Vec<(NodeId, usize)> = self
+            .g
+            .edges_directed(old.0, Direction::Outgoing)
+            .map(|e| (NodeId(e.target()), *e.weight()))
+            .collect();
+        self.g.retain_edges(|g, e| g.edge_endpoints(e).map(|(s, _)| s) != Some(old.0));
+        for (user, slot) in uses {
+            self.g.add_edge(new.0, user.0, slot);
+        }
+        if self.output == Some(old) {
+            self.output = Some(new);
+        }
+    }
+
+    /// Replaces a node's inputs. The caller keeps shapes consistent (the
+    /// verifier checks) and calls [`Graph::sort_topologically`] if an input
+    /// now comes later in the node order.
+    pub fn set_inputs(&mut self, id: NodeId, inputs: &[NodeId]) {
+        self.g.retain_edges(|g, e| g.edge_endpoints(e).map(|(_, t)| t) != Some(id.0));
+        for (slot, &i) in inputs.iter().enumerate() {
+            self.g.add_edge(i.0, id.0, slot);
+        }
+    }
+
+    /// Renames a node. Fails if the name is taken.
+    pub fn rename(&mut self, id: NodeId, name: String) -> Result<(), String> {
+        if self.names.contains_key(&name) {
+            return Err(format!("the name `{name}` is already used"));
+        }
+        let old = std::mem::replace(&mut self.g[id.0].name, name.clone());
+        self.names.remove(&old);
+        self.names.insert(name, id);
+        Ok(())
+    }
+
+    /// Re-sorts the node order topologically, keeping the current order
+    /// wherever the edges allow it. Fails if the graph has a cycle.
+    pub fn sort_topologically(&mut self) -> Result<(), String> {
+        let position: HashMap<NodeId, usize> =
+            self.order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let mut pending: HashMap<NodeId, usize> = self
+            .order
+            .iter()
+            .map(|&n| (n, self.g.edges_directed(n.0, Direction::Incoming).count()))
+            .collect();
+        let mut ready: std::collections::BTreeSet<(usize, NodeId)> = pending
+            .iter()
+            .filter(|(_, &c)| c == 0)
+            .map(|(&n, _)| (position[&n], n))
+            .collect();
+        let mut order = Vec::with_capacity(self.order.len());
+        while let Some(first) = ready.pop_first() {
+            let n = first.1;
+            order.push(n);
+            for e in self.g.edges_directed(n.0, Direction::Outgoing) {
+                let t = NodeId(e.target());
+                if let Some(c) = pending.get_mut(&t) {
+                    *c -= 1;
+                    if *c == 0 {
+                        ready.insert((position[&t], t));
+                    }
+                }
+            }
+        }
+        if order.len() != self.order.len() {
+            return Err("the graph has a cycle".into());
+        }
+        self.order = order;
+        Ok(())
+    }
+
     /// Removes a node and its edges. Ids of other nodes stay valid.
     pub fn remove(&mut self, id: NodeId) -> Option<Node> {
         let node = self.g.remove_node(id.0)?;

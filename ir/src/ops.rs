@@ -25,7 +25,37 @@ impl WeightSpec {
     }
 }
 
+/// An activation applied in a convolution's epilogue (fused by the passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// No activation.
+    #[default]
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+}
+
+impl Activation {
+    /// Applies the activation to one value.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+        }
+    }
+}
+
 /// Parameters of a 2-D convolution. Weights are `[out, in / groups, kh, kw]`.
+///
+/// The compiler passes fuse work into a convolution's epilogue: output
+/// channel `k` of the node is
+/// `activation(conv[order[k]] + bias[order[k]] + residual[k])`, where
+/// `order` is `output_order` (the identity when `None`) and `residual` the
+/// node's second input when `residual` is set. Specs produce plain
+/// convolutions (no activation, no residual, no order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conv2d {
     /// Output channels.
@@ -43,6 +73,14 @@ pub struct Conv2d {
     pub groups: usize,
     /// Whether the convolution adds a per-channel bias.
     pub bias: bool,
+    /// Activation applied last.
+    pub activation: Activation,
+    /// The node has a second input, of the output's shape, added before the
+    /// activation (a fused residual add).
+    pub residual: bool,
+    /// A fused channel permutation: output channel `k` is the convolution's
+    /// channel `output_order[k]`.
+    pub output_order: Option<Vec<usize>>,
 }
 
 impl Conv2d {
@@ -56,6 +94,9 @@ impl Conv2d {
             dilation: [1, 1],
             groups: 1,
             bias: false,
+            activation: Activation::None,
+            residual: false,
+            output_order: None,
         }
     }
 
@@ -126,6 +167,9 @@ impl Conv2d {
         })?;
         let weight = self.weight_shape(c);
         checked_numel(&weight).ok_or("the weight tensor is larger than the size limit")?;
+        if let Some(order) = &self.output_order {
+            check_permutation(order, self.out_channels)?;
+        }
         Ok(Shape::chw(self.out_channels, oh, ow))
     }
 
@@ -242,6 +286,20 @@ fn too_small(what: &str, len: usize, kernel: usize, pad: usize, dilation: usize)
     )
 }
 
+/// Checks that `order` is a permutation of `0..n`.
+pub fn check_permutation(order: &[usize], n: usize) -> Result<(), String> {
+    if order.len() != n {
+        return Err(format!("channel order has {} entries for {n} channels", order.len()));
+    }
+    let mut seen = vec![false; n];
+    for &c in order {
+        if c >= n || std::mem::replace(&mut seen[c], true) {
+            return Err(format!("channel order is not a permutation of 0..{n}"));
+        }
+    }
+    Ok(())
+}
+
 fn chw(shape: &Shape, op: &str) -> Result<(usize, usize, usize), String> {
     shape
         .as_chw()
@@ -294,6 +352,14 @@ pub struct ChannelSlice {
     pub len: usize,
 }
 
+/// Parameters of a concatenation along channels.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Concat {
+    /// A fused channel permutation (set by the compiler passes): output
+    /// channel `k` is concatenated channel `output_order[k]`.
+    pub output_order: Option<Vec<usize>>,
+}
+
 /// Parameters of a fully connected layer on a flat vector. Weights are
 /// `[out, in]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,7 +399,7 @@ pub enum Op {
     /// or is `[C, 1, 1]` (broadcast per channel, as squeeze-excitation needs).
     Mul,
     /// Concatenation along channels (same spatial size).
-    Concat,
+    Concat(Concat),
     /// A contiguous range of channels.
     ChannelSlice(ChannelSlice),
     /// Fully connected layer on a flat vector.
@@ -369,7 +435,7 @@ impl Op {
             Op::GlobalAvgPool => "global_avg_pool",
             Op::Add => "add",
             Op::Mul => "mul",
-            Op::Concat => "concat",
+            Op::Concat(_) => "concat",
             Op::ChannelSlice(_) => "channel_slice",
             Op::Linear(_) => "linear",
             Op::Flatten => "flatten",
@@ -382,7 +448,8 @@ impl Op {
         match self {
             Op::Input(_) => Arity::Exactly(0),
             Op::Add | Op::Mul => Arity::Exactly(2),
-            Op::Concat => Arity::AtLeast(1),
+            Op::Conv2d(c) if c.residual => Arity::Exactly(2),
+            Op::Concat(_) => Arity::AtLeast(1),
             _ => Arity::Exactly(1),
         }
     }
@@ -393,7 +460,16 @@ impl Op {
         let first = || inputs.first().copied().ok_or("missing input");
         let shape = match self {
             Op::Input(shape) => shape.clone(),
-            Op::Conv2d(p) => p.output_shape(first()?)?,
+            Op::Conv2d(p) => {
+                let out = p.output_shape(first()?)?;
+                if p.residual {
+                    let r = inputs.get(1).ok_or("missing residual input")?;
+                    if **r != out {
+                        return Err(format!("residual input {r} differs from the output {out}"));
+                    }
+                }
+                out
+            }
             Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => first()?.clone(),
             Op::ChannelShuffle(p) => {
                 let x = first()?;
@@ -429,7 +505,7 @@ impl Op {
                 }
                 a.clone()
             }
-            Op::Concat => {
+            Op::Concat(p) => {
                 let a = first()?;
                 let mut channels = 0usize;
                 for (k, s) in inputs.iter().enumerate() {
@@ -441,6 +517,9 @@ impl Op {
                     channels = channels
                         .checked_add(s.channels())
                         .ok_or("too many channels")?;
+                }
+                if let Some(order) = &p.output_order {
+                    check_permutation(order, channels)?;
                 }
                 let mut dims = a.dims().to_vec();
                 dims[0] = channels;
@@ -584,6 +663,18 @@ impl fmt::Display for Op {
                 if p.bias {
                     write!(f, " bias")?;
                 }
+                if p.residual {
+                    write!(f, " +residual")?;
+                }
+                match p.activation {
+                    Activation::None => {}
+                    Activation::Relu => write!(f, " relu")?,
+                    Activation::Relu6 => write!(f, " relu6")?,
+                }
+                if let Some(order) = &p.output_order {
+                    let list: Vec<String> = order.iter().map(|c| c.to_string()).collect();
+                    write!(f, " order=[{}]", list.join(","))?;
+                }
                 Ok(())
             }
             Op::BatchNorm(p) => write!(f, " eps={:e}", p.eps),
@@ -603,6 +694,13 @@ impl fmt::Display for Op {
                 Ok(())
             }
             Op::ChannelSlice(p) => write!(f, " {}..{}", p.start, p.start + p.len),
+            Op::Concat(p) => {
+                if let Some(order) = &p.output_order {
+                    let list: Vec<String> = order.iter().map(|c| c.to_string()).collect();
+                    write!(f, " order=[{}]", list.join(","))?;
+                }
+                Ok(())
+            }
             Op::Linear(p) => {
                 write!(f, " out={}", p.out_features)?;
                 if p.bias {

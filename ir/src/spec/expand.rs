@@ -10,7 +10,7 @@ use super::expr::{self, Value};
 use super::yaml::{self, Loc, ScalarStyle, Yaml, YamlKind};
 use super::{Overrides, ParamValues, SpecError, SpecErrorInfo, MAX_SPEC_BYTES};
 use crate::graph::{Graph, NodeId, SourceLoc};
-use crate::ops::{BatchNorm, ChannelShuffle, ChannelSlice, Conv2d, Linear, Op, Pool};
+use crate::ops::{BatchNorm, ChannelShuffle, ChannelSlice, Concat, Conv2d, Linear, Op, Pool};
 use crate::shape::{Shape, MAX_DIM};
 
 /// The most nodes one spec may expand to.
@@ -1616,6 +1616,7 @@ impl<'s> Builder<'s> {
                 dilation: self.pair_field(ctx, &mut f, "dilation", Some([1, 1]), 1)?,
                 groups: self.count_field(ctx, &mut f, "groups", Some(1), 1)?,
                 bias: self.bool_field(ctx, &mut f, "bias", false)?,
+                ..Conv2d::new(1, 1)
             }),
             "batch_norm" => Op::BatchNorm(BatchNorm {
                 eps: self.float_field(ctx, &mut f, "eps", 1e-5)? as f32,
@@ -1648,7 +1649,7 @@ impl<'s> Builder<'s> {
             "global_avg_pool" => Op::GlobalAvgPool,
             "add" => Op::Add,
             "mul" => Op::Mul,
-            "concat" => Op::Concat,
+            "concat" => Op::Concat(Concat::default()),
             "slice" => {
                 let start = self.count_field(ctx, &mut f, "start", Some(0), 0)?;
                 let len = match (f.has("len"), f.has("end")) {
@@ -1685,7 +1686,7 @@ impl<'s> Builder<'s> {
             "softmax" => Op::Softmax,
             _ => unreachable!("canonical op names are matched above"),
         };
-        if matches!(op, Op::Add | Op::Mul | Op::Concat) && from.is_none() {
+        if matches!(op, Op::Add | Op::Mul | Op::Concat(_)) && from.is_none() {
             return Err(self.err(
                 ctx.file,
                 at.loc,
@@ -1703,7 +1704,7 @@ impl<'s> Builder<'s> {
                 ));
             }
         }
-        if !matches!(op, Op::Add | Op::Mul | Op::Concat) && inputs.len() != 1 {
+        if !matches!(op, Op::Add | Op::Mul | Op::Concat(_)) && inputs.len() != 1 {
             let v = from.expect("more than one input comes from `from`");
             return Err(self.err(
                 ctx.file,

@@ -1,0 +1,213 @@
+//! Memory planning: every activation of one image gets an offset in a
+//! single arena. Tensors whose lifetimes overlap never share bytes.
+//!
+//! Liveness is measured in steps of the node order: a tensor lives from the
+//! step that writes it to the last step that reads it (the graph output to
+//! the end). Two kinds of sharing:
+//! - in place: batch norm, activations, `add`, `mul` and a convolution's
+//!   fused residual write over an input that dies at that step and has the
+//!   output's shape (each element is read just before it is overwritten);
+//! - views: a channel slice is a contiguous range of its input (NCHW), so it
+//!   takes no memory of its own and keeps its input alive.
+//!
+//! Buffers are then placed greedily, largest first, at the lowest
+//! 64-byte-aligned offset free for their lifetime. The plan reports the
+//! lower bound any placement needs: the largest total size of tensors live
+//! at one step. It does not make concat zero-copy (inputs are copied into
+//! the concat's buffer).
+
+use std::collections::HashMap;
+
+use shufflekit_ir::{Graph, NodeId, Op};
+
+/// Alignment of every buffer in bytes.
+pub const ALIGN: usize = 64;
+
+/// Where one node's output lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffer {
+    /// The node.
+    pub node: NodeId,
+    /// Byte offset in the arena.
+    pub offset: usize,
+    /// Size in bytes (per image).
+    pub bytes: usize,
+    /// The storage it shares (in place or as a view), if any: the first
+    /// node that owns those bytes.
+    pub shares: Option<NodeId>,
+}
+
+/// The arena layout of a graph, per image.
+#[derive(Debug, Clone)]
+pub struct MemoryPlan {
+    /// One buffer a node, in node order.
+    pub buffers: Vec<Buffer>,
+    /// Arena size in bytes for one image.
+    pub arena_bytes: usize,
+    /// The largest total size of tensors live at the same step: no placement
+    /// can use less.
+    pub lower_bound_bytes: usize,
+    /// The sum of all activations' sizes (what a plan without reuse needs).
+    pub total_bytes: usize,
+    storage: Vec<Storage>,
+}
+
+/// A block of bytes shared by one or more nodes.
+#[derive(Debug, Clone)]
+struct Storage {
+    bytes: usize,
+    first: usize,
+    last: usize,
+    offset: usize,
+}
+
+impl MemoryPlan {
+    /// The buffer of a node.
+    pub fn buffer(&self, id: NodeId) -> Option<&Buffer> {
+        self.buffers.iter().find(|b| b.node == id)
+    }
+
+    /// Arena bytes for a batch of `batch` images.
+    pub fn arena_bytes_for(&self, batch: usize) -> Option<usize> {
+        self.arena_bytes.checked_mul(batch)
+    }
+
+    /// Checks that no two storages that are live at the same step overlap in
+    /// the arena, and that every buffer lies inside it.
+    pub fn check(&self) -> Result<(), String> {
+        for (i, a) in self.storage.iter().enumerate() {
+            if a.offset + a.bytes > self.arena_bytes {
+                return Err(format!("storage {i} ends past the arena"));
+            }
+            for (j, b) in self.storage.iter().enumerate().skip(i + 1) {
+                let live_together = a.first <= b.last && b.first <= a.last;
+                let overlap = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
+                if live_together && overlap && a.bytes > 0 && b.bytes > 0 {
+                    return Err(format!(
+                        "storages {i} [{}..{}) and {j} [{}..{}) are live together and overlap",
+                        a.offset,
+                        a.offset + a.bytes,
+                        b.offset,
+                        b.offset + b.bytes
+                    ));
+                }
+            }
+        }
+        for b in &self.buffers {
+            if b.offset + b.bytes > self.arena_bytes {
+                return Err(format!("buffer of {} ends past the arena", b.node));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Plans the arena of a graph.
+pub fn plan(graph: &Graph) -> MemoryPlan {
+    let order: Vec<NodeId> = graph.nodes().collect();
+    let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let end = order.len();
+    let last_use = |n: NodeId| -> usize {
+        let users = graph.users(n).into_iter().filter_map(|u| step.get(&u).copied()).max();
+        let until = if graph.output() == Some(n) { Some(end) } else { None };
+        users.max(until).unwrap_or(step[&n])
+    };
+    // Storage index and byte offset within that storage, per node.
+    let mut home: HashMap<NodeId, (usize, usize)> = HashMap::new();
+    let mut storage: Vec<Storage> = Vec::new();
+    let mut owner: Vec<NodeId> = Vec::new();
+    let mut total_bytes = 0usize;
+    for &n in &order {
+        let node = graph.node(n);
+        let bytes = node.shape.numel() * 4;
+        total_bytes += bytes;
+        let inputs = graph.inputs(n);
+        let here = step[&n];
+        let shared = match &node.op {
+            Op::ChannelSlice(s) => inputs.first().map(|&i| {
+                let (st, off) = home[&i];
+                (st, off + s.start * node.shape.spatial() * 4)
+            }),
+            op => in_place_candidates(op, &inputs).into_iter().find_map(|i| {
+                let (st, off) = home[&i];
+                let same_size = graph.node(i).shape == node.shape && off == 0 && storage[st].bytes == bytes;
+                (same_size && storage[st].last == here && last_use(i) == here).then_some((st, off))
+            }),
+        };
+        match shared {
+            Some((st, off)) => {
+                storage[st].last = storage[st].last.max(last_use(n));
+                home.insert(n, (st, off));
+            }
+            None => {
+                storage.push(Storage {
+                    bytes,
+                    first: here,
+                    last: last_use(n),
+                    offset: 0,
+                });
+                owner.push(n);
+                home.insert(n, (storage.len() - 1, 0));
+            }
+        }
+    }
+    // The lower bound: the largest total of storages live at one step.
+    let lower_bound_bytes = (0..=end)
+        .map(|t| storage.iter().filter(|s| s.first <= t && t <= s.last).map(|s| s.bytes).sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    // Greedy placement, largest first.
+    let mut by_size: Vec<usize> = (0..storage.len()).collect();
+    by_size.sort_by_key(|&i| (std::cmp::Reverse(storage[i].bytes), storage[i].first));
+    let mut placed: Vec<usize> = Vec::new();
+    let mut arena_bytes = 0;
+    for i in by_size {
+        let mut busy: Vec<(usize, usize)> = placed
+            .iter()
+            .map(|&j| &storage[j])
+            .filter(|o| o.first <= storage[i].last && storage[i].first <= o.last)
+            .map(|o| (o.offset, o.offset + o.bytes))
+            .collect();
+        busy.sort();
+        let mut offset = 0;
+        for (start, stop) in busy {
+            if offset + storage[i].bytes <= start {
+                break;
+            }
+            offset = offset.max(stop.next_multiple_of(ALIGN));
+        }
+        storage[i].offset = offset;
+        arena_bytes = arena_bytes.max(offset + storage[i].bytes);
+        placed.push(i);
+    }
+    let buffers = order
+        .iter()
+        .map(|&n| {
+            let (st, off) = home[&n];
+            Buffer {
+                node: n,
+                offset: storage[st].offset + off,
+                bytes: graph.node(n).shape.numel() * 4,
+                shares: (owner[st] != n).then_some(owner[st]),
+            }
+        })
+        .collect();
+    MemoryPlan {
+        buffers,
+        arena_bytes,
+        lower_bound_bytes,
+        total_bytes,
+        storage,
+    }
+}
+
+/// Inputs whose bytes an op may overwrite with its output.
+fn in_place_candidates(op: &Op, inputs: &[NodeId]) -> Vec<NodeId> {
+    match op {
+        Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => inputs.to_vec(),
+        Op::Add => inputs.to_vec(),
+        Op::Mul => inputs.first().copied().into_iter().collect(),
+        Op::Conv2d(c) if c.residual => inputs.get(1).copied().into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
