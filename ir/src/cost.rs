@@ -177,7 +177,9 @@ pub fn count(graph: &Graph, convention: Convention) -> Cost {
         };
         let elementwise = match &node.op {
             Op::Conv2d(c) => {
-                out * (u64::from(c.bias) + u64::from(c.residual) + u64::from(c.activation != crate::ops::Activation::None))
+                out * (u64::from(c.bias)
+                    + u64::from(c.residual)
+                    + u64::from(c.activation != crate::ops::Activation::None))
             }
             Op::Linear(l) if l.bias => out,
             Op::BatchNorm(_) => 2 * out,

@@ -256,7 +256,8 @@ impl Graph {
             .edges_directed(old.0, Direction::Outgoing)
             .map(|e| (NodeId(e.target()), *e.weight()))
             .collect();
-        self.g.retain_edges(|g, e| g.edge_endpoints(e).map(|(s, _)| s) != Some(old.0));
+        self.g
+            .retain_edges(|g, e| g.edge_endpoints(e).map(|(s, _)| s) != Some(old.0));
         for (user, slot) in uses {
             self.g.add_edge(new.0, user.0, slot);
         }
@@ -269,7 +270,8 @@ impl Graph {
     /// verifier checks) and calls [`Graph::sort_topologically`] if an input
     /// now comes later in the node order.
     pub fn set_inputs(&mut self, id: NodeId, inputs: &[NodeId]) {
-        self.g.retain_edges(|g, e| g.edge_endpoints(e).map(|(_, t)| t) != Some(id.0));
+        self.g
+            .retain_edges(|g, e| g.edge_endpoints(e).map(|(_, t)| t) != Some(id.0));
         for (slot, &i) in inputs.iter().enumerate() {
             self.g.add_edge(i.0, id.0, slot);
         }
@@ -289,8 +291,12 @@ impl Graph {
     /// Re-sorts the node order topologically, keeping the current order
     /// wherever the edges allow it. Fails if the graph has a cycle.
     pub fn sort_topologically(&mut self) -> Result<(), String> {
-        let position: HashMap<NodeId, usize> =
-            self.order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let position: HashMap<NodeId, usize> = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (n, i))
+            .collect();
         let mut pending: HashMap<NodeId, usize> = self
             .order
             .iter()

@@ -723,6 +723,26 @@ mod tests {
     }
 
     #[test]
+    fn jpeg_images_load() {
+        // JPEG is lossy: a flat colour comes back within a few levels.
+        let path = temp("flat.jpg");
+        RgbImage::from_pixel(30, 20, Rgb([200, 100, 50]))
+            .save(&path)
+            .unwrap();
+        let none = ImageOptions {
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+        };
+        let t = load_image(&path, &Shape::chw(3, 8, 8), &none).unwrap();
+        assert_eq!(t.shape(), &[1, 3, 8, 8]);
+        for (c, level) in [200.0f32, 100.0, 50.0].into_iter().enumerate() {
+            for &v in &t.data()[c * 64..(c + 1) * 64] {
+                assert!((v * 255.0 - level).abs() < 6.0, "channel {c}: {v}");
+            }
+        }
+    }
+
+    #[test]
     fn image_errors_are_clear() {
         let path = temp("corrupt.png");
         std::fs::write(&path, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();

@@ -286,10 +286,28 @@ fn too_small(what: &str, len: usize, kernel: usize, pad: usize, dilation: usize)
     )
 }
 
+/// A channel order in short form: `shuffle(g=3)` when it is exactly a
+/// channel shuffle, otherwise the list.
+pub fn describe_order(order: &[usize]) -> String {
+    let n = order.len();
+    for g in 2..n {
+        if n % g == 0
+            && (0..n).all(|k| order[k] == ChannelShuffle { groups: g }.source_channel(k, n))
+        {
+            return format!("shuffle(g={g})");
+        }
+    }
+    let list: Vec<String> = order.iter().map(|c| c.to_string()).collect();
+    format!("[{}]", list.join(","))
+}
+
 /// Checks that `order` is a permutation of `0..n`.
 pub fn check_permutation(order: &[usize], n: usize) -> Result<(), String> {
     if order.len() != n {
-        return Err(format!("channel order has {} entries for {n} channels", order.len()));
+        return Err(format!(
+            "channel order has {} entries for {n} channels",
+            order.len()
+        ));
     }
     let mut seen = vec![false; n];
     for &c in order {
@@ -672,8 +690,7 @@ impl fmt::Display for Op {
                     Activation::Relu6 => write!(f, " relu6")?,
                 }
                 if let Some(order) = &p.output_order {
-                    let list: Vec<String> = order.iter().map(|c| c.to_string()).collect();
-                    write!(f, " order=[{}]", list.join(","))?;
+                    write!(f, " order={}", describe_order(order))?;
                 }
                 Ok(())
             }
@@ -696,8 +713,7 @@ impl fmt::Display for Op {
             Op::ChannelSlice(p) => write!(f, " {}..{}", p.start, p.start + p.len),
             Op::Concat(p) => {
                 if let Some(order) = &p.output_order {
-                    let list: Vec<String> = order.iter().map(|c| c.to_string()).collect();
-                    write!(f, " order=[{}]", list.join(","))?;
+                    write!(f, " order={}", describe_order(order))?;
                 }
                 Ok(())
             }

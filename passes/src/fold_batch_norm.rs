@@ -35,7 +35,9 @@ impl Pass for FoldBatchNorm {
                     fold(module, producer, bn)?;
                     log.changes += 1;
                 }
-                Err(why) => log.notes.push(format!("{}: not folded: {why}", module.graph.node(bn).name)),
+                Err(why) => log
+                    .notes
+                    .push(format!("{}: not folded: {why}", module.graph.node(bn).name)),
             }
         }
         Ok(())
@@ -50,7 +52,13 @@ fn foldable(graph: &Graph, bn: NodeId) -> Result<NodeId, String> {
             return Err(format!("`{}` already has a fused epilogue", p.name))
         }
         Op::Conv2d(_) | Op::Linear(_) => {}
-        other => return Err(format!("its input `{}` is a {}, not a conv or linear", p.name, other.kind())),
+        other => {
+            return Err(format!(
+                "its input `{}` is a {}, not a conv or linear",
+                p.name,
+                other.kind()
+            ))
+        }
     }
     if single_user(graph, producer) != Some(bn) {
         return Err(format!("`{}` has other users", p.name));
@@ -89,7 +97,9 @@ fn fold(module: &mut Module, producer: NodeId, bn: NodeId) -> Result<(), PassErr
         if w.len() % channels != 0 {
             return Err(PassError::Weights {
                 pass: NAME,
-                message: format!("`{p_name}.weight` does not split into {channels} output channels"),
+                message: format!(
+                    "`{p_name}.weight` does not split into {channels} output channels"
+                ),
             });
         }
         let row = w.len() / channels;
@@ -113,10 +123,13 @@ fn fold(module: &mut Module, producer: NodeId, bn: NodeId) -> Result<(), PassErr
             let c = logical(k);
             bias[c] = (old_bias[c] - mean[k]) * scale[c] + beta[k];
         }
-        let bias_tensor = shufflekit_ir::tensor::Tensor::new(vec![channels], bias).map_err(|e| PassError::Weights {
-            pass: NAME,
-            message: e.to_string(),
-        })?;
+        let bias_tensor =
+            shufflekit_ir::tensor::Tensor::new(vec![channels], bias).map_err(|e| {
+                PassError::Weights {
+                    pass: NAME,
+                    message: e.to_string(),
+                }
+            })?;
         weights.insert(format!("{p_name}.bias"), bias_tensor);
         for suffix in ["weight", "bias", "running_mean", "running_var"] {
             weights.remove(&format!("{bn_name}.{suffix}"));

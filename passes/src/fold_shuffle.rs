@@ -69,12 +69,17 @@ fn shuffle_permutation(graph: &Graph, s: NodeId) -> Vec<usize> {
         unreachable!("only shuffles are folded")
     };
     let p: &ChannelShuffle = p;
-    (0..channels).map(|k| p.source_channel(k, channels)).collect()
+    (0..channels)
+        .map(|k| p.source_channel(k, channels))
+        .collect()
 }
 
 enum Plan {
     /// Compose the producer's order; permute the chain's per-channel ops.
-    Up { producer: NodeId, chain: Vec<NodeId> },
+    Up {
+        producer: NodeId,
+        chain: Vec<NodeId>,
+    },
     /// Permute the input channels of these dense convolutions.
     Down { users: Vec<NodeId> },
 }
@@ -96,10 +101,18 @@ fn plan_up(graph: &Graph, s: NodeId) -> Result<Plan, String> {
                     return Err(format!("`{}` has a fused residual", node.name));
                 }
                 if !(c.is_depthwise(cin) && c.output_order.is_none()) {
-                    return Ok(Plan::Up { producer: cur, chain });
+                    return Ok(Plan::Up {
+                        producer: cur,
+                        chain,
+                    });
                 }
             }
-            Op::Concat(_) => return Ok(Plan::Up { producer: cur, chain }),
+            Op::Concat(_) => {
+                return Ok(Plan::Up {
+                    producer: cur,
+                    chain,
+                })
+            }
             other => return Err(format!("`{}` is a {}", node.name, other.kind())),
         }
         chain.push(cur);
@@ -116,8 +129,17 @@ fn plan_down(graph: &Graph, s: NodeId) -> Result<Plan, String> {
     for &u in &users {
         let node = graph.node(u);
         match &node.op {
-            Op::Conv2d(c) if c.groups == 1 && graph.inputs(u)[0] == s && !(c.residual && graph.inputs(u)[1] == s) => {}
-            other => return Err(format!("its user `{}` ({}) cannot read permuted channels", node.name, other.kind())),
+            Op::Conv2d(c)
+                if c.groups == 1
+                    && graph.inputs(u)[0] == s
+                    && !(c.residual && graph.inputs(u)[1] == s) => {}
+            other => {
+                return Err(format!(
+                    "its user `{}` ({}) cannot read permuted channels",
+                    node.name,
+                    other.kind()
+                ))
+            }
         }
     }
     if users.is_empty() {
@@ -184,7 +206,12 @@ fn apply(module: &mut Module, s: NodeId, perm: &[usize], plan: Plan) -> Result<(
 }
 
 /// Permutes the per-channel parameters of a node the permutation moves past.
-fn permute_per_channel(graph: &Graph, weights: &mut Weights, n: NodeId, perm: &[usize]) -> Result<(), PassError> {
+fn permute_per_channel(
+    graph: &Graph,
+    weights: &mut Weights,
+    n: NodeId,
+    perm: &[usize],
+) -> Result<(), PassError> {
     let node = graph.node(n);
     let suffixes: &[&str] = match &node.op {
         Op::BatchNorm(_) => &["weight", "bias", "running_mean", "running_var"],

@@ -28,15 +28,23 @@ impl Pass for FuseEpilogue {
 
     fn run(&self, module: &mut Module, log: &mut PassLog) -> Result<(), PassError> {
         let graph = &mut module.graph;
-        let adds: Vec<NodeId> = graph.nodes().filter(|&n| matches!(graph.node(n).op, Op::Add)).collect();
+        let adds: Vec<NodeId> = graph
+            .nodes()
+            .filter(|&n| matches!(graph.node(n).op, Op::Add))
+            .collect();
         let mut reorder = false;
         for add in adds {
             let inputs = graph.inputs(add);
             // Prefer the convolution that comes later: its partner is then
             // already computed when it runs.
-            let pick = [1, 0].into_iter().find(|&i| plain_conv(graph, inputs[i], add));
+            let pick = [1, 0]
+                .into_iter()
+                .find(|&i| plain_conv(graph, inputs[i], add));
             let Some(i) = pick else {
-                log.notes.push(format!("{}: not fused: no input is a convolution used only here", graph.node(add).name));
+                log.notes.push(format!(
+                    "{}: not fused: no input is a convolution used only here",
+                    graph.node(add).name
+                ));
                 continue;
             };
             let (conv, residual) = (inputs[i], inputs[1 - i]);
@@ -51,7 +59,12 @@ impl Pass for FuseEpilogue {
             log.changes += 1;
         }
         if reorder {
-            graph.sort_topologically().map_err(|message| PassError::Internal { pass: NAME, message })?;
+            graph
+                .sort_topologically()
+                .map_err(|message| PassError::Internal {
+                    pass: NAME,
+                    message,
+                })?;
         }
         let acts: Vec<NodeId> = graph
             .nodes()

@@ -135,7 +135,12 @@ pub fn default_pipeline() -> Vec<Box<dyn Pass>> {
 
 /// Names of all passes.
 pub fn pass_names() -> Vec<&'static str> {
-    vec!["simplify", "fold-batch-norm", "fold-channel-shuffle", "fuse-epilogue"]
+    vec![
+        "simplify",
+        "fold-batch-norm",
+        "fold-channel-shuffle",
+        "fuse-epilogue",
+    ]
 }
 
 fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
@@ -151,7 +156,10 @@ fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
 /// Builds a pipeline: `only` (if given) lists the passes to run in order,
 /// otherwise the default pipeline; `skip` removes passes from it. Unknown
 /// names are an error listing the valid ones.
-pub fn select_pipeline(only: Option<&[String]>, skip: &[String]) -> Result<Vec<Box<dyn Pass>>, PassError> {
+pub fn select_pipeline(
+    only: Option<&[String]>,
+    skip: &[String],
+) -> Result<Vec<Box<dyn Pass>>, PassError> {
     let unknown = |name: &str| PassError::UnknownPass {
         name: name.to_string(),
         valid: pass_names(),
@@ -168,7 +176,10 @@ pub fn select_pipeline(only: Option<&[String]>, skip: &[String]) -> Result<Vec<B
             .collect::<Result<Vec<_>, _>>()?,
         None => default_pipeline(),
     };
-    Ok(passes.into_iter().filter(|p| !skip.iter().any(|s| s == p.name())).collect())
+    Ok(passes
+        .into_iter()
+        .filter(|p| !skip.iter().any(|s| s == p.name()))
+        .collect())
 }
 
 /// Options of [`run`].
@@ -202,10 +213,17 @@ pub struct Report {
 
 /// Runs passes in order, verifying the graph before the first and after
 /// every pass.
-pub fn run(module: &mut Module, passes: &[Box<dyn Pass>], options: &RunOptions) -> Result<Report, PassError> {
-    shufflekit_ir::verify::verify(&module.graph).map_err(|errors| PassError::InvalidInput { errors })?;
+pub fn run(
+    module: &mut Module,
+    passes: &[Box<dyn Pass>],
+    options: &RunOptions,
+) -> Result<Report, PassError> {
+    shufflekit_ir::verify::verify(&module.graph)
+        .map_err(|errors| PassError::InvalidInput { errors })?;
     let mut report = Report {
-        before: options.dump.then(|| text::dump(&module.graph, DumpOptions::default())),
+        before: options
+            .dump
+            .then(|| text::dump(&module.graph, DumpOptions::default())),
         ..Default::default()
     };
     for pass in passes {
@@ -221,7 +239,9 @@ pub fn run(module: &mut Module, passes: &[Box<dyn Pass>], options: &RunOptions) 
             name: pass.name(),
             time,
             log,
-            after: options.dump.then(|| text::dump(&module.graph, DumpOptions::default())),
+            after: options
+                .dump
+                .then(|| text::dump(&module.graph, DumpOptions::default())),
         });
     }
     Ok(report)
@@ -265,7 +285,12 @@ pub(crate) mod util {
     }
 
     /// A copy of the weight tensor `<node>.<suffix>`.
-    pub fn tensor(weights: &Weights, pass: &'static str, name: &str, len: usize) -> Result<Vec<f32>, PassError> {
+    pub fn tensor(
+        weights: &Weights,
+        pass: &'static str,
+        name: &str,
+        len: usize,
+    ) -> Result<Vec<f32>, PassError> {
         let t = weights.get(name).ok_or_else(|| PassError::Weights {
             pass,
             message: format!("the weights have no tensor `{name}`"),
@@ -288,7 +313,10 @@ pub(crate) mod util {
 impl Module {
     /// A module without weights.
     pub fn graph_only(graph: Graph) -> Self {
-        Module { graph, weights: None }
+        Module {
+            graph,
+            weights: None,
+        }
     }
 
     /// A module with weights.

@@ -49,7 +49,6 @@ pub struct MemoryPlan {
     pub lower_bound_bytes: usize,
     /// The sum of all activations' sizes (what a plan without reuse needs).
     pub total_bytes: usize,
-    storage: Vec<Storage>,
 }
 
 /// A block of bytes shared by one or more nodes.
@@ -72,30 +71,80 @@ impl MemoryPlan {
         self.arena_bytes.checked_mul(batch)
     }
 
-    /// Checks that no two storages that are live at the same step overlap in
-    /// the arena, and that every buffer lies inside it.
-    pub fn check(&self) -> Result<(), String> {
-        for (i, a) in self.storage.iter().enumerate() {
-            if a.offset + a.bytes > self.arena_bytes {
-                return Err(format!("storage {i} ends past the arena"));
-            }
-            for (j, b) in self.storage.iter().enumerate().skip(i + 1) {
-                let live_together = a.first <= b.last && b.first <= a.last;
-                let overlap = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
-                if live_together && overlap && a.bytes > 0 && b.bytes > 0 {
-                    return Err(format!(
-                        "storages {i} [{}..{}) and {j} [{}..{}) are live together and overlap",
-                        a.offset,
-                        a.offset + a.bytes,
-                        b.offset,
-                        b.offset + b.bytes
-                    ));
-                }
+    /// Checks the plan against the graph, node by node: every buffer lies in
+    /// the arena, and no node's bytes are written by another node while it
+    /// is live, except by the in-place op that reads it for the last time.
+    /// Channel slices are views: they write nothing and their bytes belong
+    /// to the tensor they view.
+    pub fn check(&self, graph: &Graph) -> Result<(), String> {
+        let order: Vec<NodeId> = graph.nodes().collect();
+        if order.len() != self.buffers.len() {
+            return Err(format!(
+                "{} buffers for {} nodes",
+                self.buffers.len(),
+                order.len()
+            ));
+        }
+        let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let end = order.len();
+        let last = |n: NodeId| {
+            let users = graph
+                .users(n)
+                .into_iter()
+                .filter_map(|u| step.get(&u).copied())
+                .max();
+            users
+                .max((graph.output() == Some(n)).then_some(end))
+                .unwrap_or(step[&n])
+        };
+        // A view's bytes stay needed while the view is live.
+        let mut needed: HashMap<NodeId, usize> = order.iter().map(|&n| (n, last(n))).collect();
+        for &n in order.iter().rev() {
+            if matches!(graph.node(n).op, Op::ChannelSlice(_)) {
+                let src = graph.inputs(n)[0];
+                let v = needed[&n];
+                let e = needed.entry(src).or_default();
+                *e = (*e).max(v);
             }
         }
         for b in &self.buffers {
-            if b.offset + b.bytes > self.arena_bytes {
-                return Err(format!("buffer of {} ends past the arena", b.node));
+            if b.offset
+                .checked_add(b.bytes)
+                .is_none_or(|e| e > self.arena_bytes)
+            {
+                return Err(format!("the buffer of {} ends past the arena", b.node));
+            }
+        }
+        for (i, w) in self.buffers.iter().enumerate() {
+            let wn = graph.node(w.node);
+            if matches!(wn.op, Op::ChannelSlice(_)) {
+                continue;
+            }
+            let wdef = step[&w.node];
+            for (j, x) in self.buffers.iter().enumerate() {
+                if i == j || x.bytes == 0 || w.bytes == 0 {
+                    continue;
+                }
+                let overlap = w.offset < x.offset + x.bytes && x.offset < w.offset + w.bytes;
+                let xdef = step[&x.node];
+                let xneeded = needed[&x.node];
+                // Bytes of x are clobbered if w writes while x is needed.
+                if !overlap || wdef <= xdef || wdef > xneeded {
+                    continue;
+                }
+                let in_place = wdef == xneeded
+                    && in_place_candidates(&wn.op, &graph.inputs(w.node)).contains(&x.node);
+                if !in_place {
+                    return Err(format!(
+                        "`{}` writes [{}..{}) at step {wdef} while `{}` [{}..{}) is live until step {xneeded}",
+                        wn.name,
+                        w.offset,
+                        w.offset + w.bytes,
+                        graph.node(x.node).name,
+                        x.offset,
+                        x.offset + x.bytes
+                    ));
+                }
             }
         }
         Ok(())
@@ -108,8 +157,16 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
     let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let end = order.len();
     let last_use = |n: NodeId| -> usize {
-        let users = graph.users(n).into_iter().filter_map(|u| step.get(&u).copied()).max();
-        let until = if graph.output() == Some(n) { Some(end) } else { None };
+        let users = graph
+            .users(n)
+            .into_iter()
+            .filter_map(|u| step.get(&u).copied())
+            .max();
+        let until = if graph.output() == Some(n) {
+            Some(end)
+        } else {
+            None
+        };
         users.max(until).unwrap_or(step[&n])
     };
     // Storage index and byte offset within that storage, per node.
@@ -130,7 +187,8 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
             }),
             op => in_place_candidates(op, &inputs).into_iter().find_map(|i| {
                 let (st, off) = home[&i];
-                let same_size = graph.node(i).shape == node.shape && off == 0 && storage[st].bytes == bytes;
+                let same_size =
+                    graph.node(i).shape == node.shape && off == 0 && storage[st].bytes == bytes;
                 (same_size && storage[st].last == here && last_use(i) == here).then_some((st, off))
             }),
         };
@@ -153,7 +211,13 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
     }
     // The lower bound: the largest total of storages live at one step.
     let lower_bound_bytes = (0..=end)
-        .map(|t| storage.iter().filter(|s| s.first <= t && t <= s.last).map(|s| s.bytes).sum::<usize>())
+        .map(|t| {
+            storage
+                .iter()
+                .filter(|s| s.first <= t && t <= s.last)
+                .map(|s| s.bytes)
+                .sum::<usize>()
+        })
         .max()
         .unwrap_or(0);
     // Greedy placement, largest first.
@@ -197,7 +261,6 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
         arena_bytes,
         lower_bound_bytes,
         total_bytes,
-        storage,
     }
 }
 

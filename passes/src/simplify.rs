@@ -56,7 +56,10 @@ fn clear_identity_order(graph: &mut Graph, id: NodeId, log: &mut PassLog) {
         Op::Concat(c) => &mut c.output_order,
         _ => return,
     };
-    if order.as_ref().is_some_and(|o| o.iter().enumerate().all(|(k, &c)| k == c)) {
+    if order
+        .as_ref()
+        .is_some_and(|o| o.iter().enumerate().all(|(k, &c)| k == c))
+    {
         *order = None;
         log.changes += 1;
     }
