@@ -291,7 +291,7 @@ fn too_small(what: &str, len: usize, kernel: usize, pad: usize, dilation: usize)
 pub fn describe_order(order: &[usize]) -> String {
     let n = order.len();
     for g in 2..n {
-        if n % g == 0
+        if n.is_multiple_of(g)
             && (0..n).all(|k| order[k] == ChannelShuffle { groups: g }.source_channel(k, n))
         {
             return format!("shuffle(g={g})");
@@ -753,9 +753,15 @@ mod tests {
     #[test]
     fn conv_rejects_groups_that_do_not_divide() {
         let mut c = Conv2d::new(60, 1);
-        c.groups = 3;
+        c.groups = 5;
         let e = c.output_shape(&Shape::chw(24, 56, 56)).unwrap_err();
-        assert!(e.contains("24 are not divisible by groups 3"), "{e}");
+        assert!(e.contains("24 are not divisible by groups 5"), "{e}");
+        c.groups = 8;
+        let e = c.output_shape(&Shape::chw(24, 56, 56)).unwrap_err();
+        assert!(
+            e.contains("output channels 60 are not divisible by groups 8"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -189,8 +189,8 @@ fn apply(module: &mut Module, s: NodeId, perm: &[usize], plan: Plan) -> Result<(
                     let taps = data.len() / (out * cin);
                     let old = data.to_vec();
                     for o in 0..out {
-                        for j in 0..cin {
-                            let src = (o * cin + inverse[j]) * taps;
+                        for (j, &from) in inverse.iter().enumerate() {
+                            let src = (o * cin + from) * taps;
                             let dst = (o * cin + j) * taps;
                             data[dst..dst + taps].copy_from_slice(&old[src..src + taps]);
                         }

@@ -35,7 +35,9 @@ fn build(channels: usize, size: usize, choices: &[u8]) -> Graph {
         let (what, arg) = (pair[0] % 11, pair.get(1).copied().unwrap_or(0) as usize);
         let shape = g.node(cur).shape.clone();
         let c = shape.channels();
-        let divisors: Vec<usize> = (1..=c).filter(|d| c % d == 0 && *d <= 8).collect();
+        let divisors: Vec<usize> = (1..=c)
+            .filter(|d| c.is_multiple_of(*d) && *d <= 8)
+            .collect();
         let groups = divisors[arg % divisors.len()];
         let next = match what {
             0 => {
