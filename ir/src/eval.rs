@@ -1210,6 +1210,66 @@ mod tests {
     }
 
     #[test]
+    fn fused_conv_epilogue_reorders_then_adds_then_activates() {
+        // 1x1 conv, 3 input channels of one pixel x = [1, 2, 3], identity
+        // weights scaled by [1, -1, 2] and bias [0, 1, -10]: conv = [1, -1, -4].
+        // order [2, 0, 1] gives [-4, 1, -1]; residual r = [1, 1, 1] gives
+        // [-3, 2, 0]; relu gives [0, 2, 0].
+        let mut g = Graph::new("t");
+        let x = g
+            .add(Op::Input(Shape::chw(3, 1, 1)), "input", &[], None)
+            .unwrap();
+        let op = conv(3, 1, |c| {
+            c.bias = true;
+            c.residual = true;
+            c.activation = ops::Activation::Relu;
+            c.output_order = Some(vec![2, 0, 1]);
+        });
+        let ones = Op::Conv2d(Conv2d::new(3, 1));
+        let r = g.add(ones, "r", &[x], None).unwrap();
+        g.add(op, "op", &[x, r], None).unwrap();
+        // r = x3 / 3 in every channel = [1, 1, 1].
+        let mut w = Weights::new();
+        let third = 1.0 / 3.0;
+        let r_weight = vec![0.0, 0.0, third, 0.0, 0.0, third, 0.0, 0.0, third];
+        w.insert("r.weight", Tensor::new(vec![3, 3, 1, 1], r_weight).unwrap());
+        let op_weight = vec![1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 2.0];
+        w.insert(
+            "op.weight",
+            Tensor::new(vec![3, 3, 1, 1], op_weight).unwrap(),
+        );
+        w.insert(
+            "op.bias",
+            Tensor::new(vec![3], vec![0.0, 1.0, -10.0]).unwrap(),
+        );
+        let y = evaluate(
+            &g,
+            &w,
+            &Tensor::new(vec![1, 3, 1, 1], vec![1.0, 2.0, 3.0]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(y.data(), &[0.0, 2.0, 0.0]);
+    }
+
+    #[test]
+    fn concat_output_order_permutes_channels() {
+        let mut g = Graph::new("t");
+        let x = g
+            .add(Op::Input(Shape::chw(2, 1, 2)), "input", &[], None)
+            .unwrap();
+        let r = g.add(Op::Relu, "r", &[x], None).unwrap();
+        let order = ops::Concat {
+            output_order: Some(vec![0, 2, 1, 3]),
+        };
+        g.add(Op::Concat(order), "cat", &[x, r], None).unwrap();
+        let w = weights_for(&g, &[]);
+        let input = Tensor::new(vec![1, 2, 1, 2], vec![1.0, -2.0, 3.0, -4.0]).unwrap();
+        let y = evaluate(&g, &w, &input).unwrap();
+        // Concatenated channels: [1, -2], [3, -4], [1, 0], [3, 0]; order 0, 2, 1, 3.
+        assert_eq!(y.data(), &[1.0, -2.0, 1.0, 0.0, 3.0, -4.0, 3.0, 0.0]);
+    }
+
+    #[test]
     fn add_and_mul_with_broadcast() {
         // mul(x, gap(x)) on x = [[1, 2], [3, 4]] (2 channels of 1x2): means 1.5, 3.5.
         let mut g = Graph::new("t");

@@ -17,6 +17,9 @@ use crate::shape::{Shape, MAX_DIM};
 pub const MAX_NODES: usize = 100_000;
 /// The largest `repeat` count.
 pub const MAX_REPEAT: usize = 10_000;
+/// The most layer entries one expansion may visit (nested repeats of layers
+/// that expand to nothing would otherwise take unbounded time).
+pub const MAX_STEPS: usize = 1_000_000;
 /// The deepest nesting of block calls.
 const MAX_CALL_DEPTH: usize = 64;
 /// The most files one spec may import, directly or not.
@@ -695,6 +698,7 @@ struct Builder<'s> {
     globals: HashMap<String, Value>,
     scope_outputs: HashMap<String, NodeId>,
     calls: Vec<Call>,
+    steps: usize,
 }
 
 /// A field of a layer's parameter map, with where it is.
@@ -712,6 +716,7 @@ impl<'s> Builder<'s> {
             globals: HashMap::new(),
             scope_outputs: HashMap::new(),
             calls: Vec::new(),
+            steps: 0,
         }
     }
 
@@ -917,6 +922,15 @@ impl<'s> Builder<'s> {
     }
 
     fn entry(&mut self, ctx: &mut Ctx, item: &Yaml) -> Result<(), SpecError> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err(self.err(
+                ctx.file,
+                item.loc,
+                1,
+                format!("the spec takes more than {MAX_STEPS} expansion steps (nested repeats?)"),
+            ));
+        }
         match &item.kind {
             YamlKind::Str(key) => self.dispatch(ctx, key, None, item),
             YamlKind::Map(entries) => {

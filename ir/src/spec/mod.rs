@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::graph::Graph;
 
-pub use expand::{Block, Spec, MAX_NODES, MAX_REPEAT};
+pub use expand::{Block, Spec, MAX_NODES, MAX_REPEAT, MAX_STEPS};
 pub use expr::Value;
 
 /// The largest spec file read, in bytes.
