@@ -44,6 +44,9 @@ pub struct CompileArgs {
     /// Print each pass's time and the memory plan (on stderr).
     #[arg(long)]
     pub time_passes: bool,
+    /// Print the graph after every pass (on stderr).
+    #[arg(long)]
+    pub print_after_all: bool,
     /// Add each node's spec location to the printed graph.
     #[arg(long)]
     pub locations: bool,
@@ -61,9 +64,17 @@ pub fn compile(args: &CompileArgs, out: &mut impl Write) -> anyhow::Result<()> {
     }
     let pipeline = select_pipeline(args.passes.as_deref(), &args.skip_pass)?;
     let mut module = Module::graph_only(graph);
-    let report =
-        run(&mut module, &pipeline, &RunOptions::default()).context("running the passes")?;
+    let options = RunOptions {
+        dump: args.print_after_all,
+    };
+    let report = run(&mut module, &pipeline, &options).context("running the passes")?;
     let mut err = std::io::stderr().lock();
+    if args.print_after_all {
+        for p in &report.passes {
+            writeln!(err, "== after pass {}", p.name)?;
+            write!(err, "{}", p.after.as_deref().unwrap_or_default())?;
+        }
+    }
     if args.explain || args.time_passes {
         for p in &report.passes {
             if args.time_passes {
@@ -95,7 +106,13 @@ pub fn compile(args: &CompileArgs, out: &mut impl Write) -> anyhow::Result<()> {
     match args.emit {
         Emit::OptIr => write!(out, "{}", text::dump(&module.graph, dump))?,
         Emit::Clif | Emit::Asm => {
-            anyhow::bail!("--emit clif and --emit asm need the JIT, which is not built yet")
+            let what = if args.emit == Emit::Clif {
+                shufflekit_jit::Emit::Clif
+            } else {
+                shufflekit_jit::Emit::Asm
+            };
+            let options = shufflekit_jit::CompileOptions::default();
+            write!(out, "{}", shufflekit_jit::emit(&module.graph, what, &options)?)?;
         }
         Emit::Ir => unreachable!("handled above"),
     }

@@ -1,7 +1,12 @@
 //! The `shufflekit` command line.
 
+mod bench;
+mod compile;
 mod diag;
+mod onnx_cmd;
 mod run;
+mod search_cmd;
+mod train_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,6 +63,10 @@ enum Command {
         /// Counting convention of the `ops` column.
         #[arg(long, value_enum, default_value_t = ConventionArg::Macs)]
         convention: ConventionArg,
+        /// Batch sizes to report the peak activation memory for
+        /// (repeatable, or comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        batch: Vec<usize>,
     },
     /// List a spec's parameters with their default values.
     Params {
@@ -68,6 +77,20 @@ enum Command {
     Run(run::RunArgs),
     /// Write freshly initialised weights (safetensors).
     Init(run::InitArgs),
+    /// Run the compiler passes and print the graph or the generated code.
+    Compile(compile::CompileArgs),
+    /// Compile a network and time it: latency, throughput, per layer kind.
+    Bench(bench::BenchArgs),
+    /// Search a spec's parameters under a budget and write a report.
+    Search(Box<search_cmd::SearchArgs>),
+    /// Merge results files (shards) and render a report.
+    Report(search_cmd::ReportArgs),
+    /// Train a spec on a dataset (the proxy task) and write its weights.
+    Train(Box<train_cmd::TrainArgs>),
+    /// Write a spec's network with its weights as an ONNX model.
+    Export(onnx_cmd::ExportArgs),
+    /// Turn an ONNX model into a spec and a weights file.
+    Import(onnx_cmd::ImportArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,20 +175,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             spec,
             format,
             convention,
+            batch,
         } => {
             let graph = load(&spec)?;
             let cost = cost::count(&graph, convention.into());
+            let memory = memory_report(graph, &batch)?;
             match format {
                 Format::Json => {
-                    serde_json::to_writer_pretty(&mut out, &cost)?;
+                    let mut value = serde_json::to_value(&cost)?;
+                    value["memory"] = serde_json::to_value(&memory)?;
+                    serde_json::to_writer_pretty(&mut out, &value)?;
                     writeln!(out)?;
                 }
                 Format::Csv => write_csv(&mut out, &cost)?,
-                Format::Table => write_table(&mut out, &cost)?,
+                Format::Table => {
+                    write_table(&mut out, &cost)?;
+                    write_memory(&mut out, &memory)?;
+                }
             }
         }
         Command::Run(args) => run::run(&args, &mut out)?,
         Command::Init(args) => run::init(&args, &mut out)?,
+        Command::Compile(args) => compile::compile(&args, &mut out)?,
+        Command::Bench(args) => bench::bench(&args, &mut out)?,
+        Command::Search(args) => search_cmd::search(&args, &mut out)?,
+        Command::Report(args) => search_cmd::report(&args, &mut out)?,
+        Command::Train(args) => train_cmd::train(&args, &mut out)?,
+        Command::Export(args) => onnx_cmd::export(&args, &mut out)?,
+        Command::Import(args) => onnx_cmd::import(&args, &mut out)?,
         Command::Params { spec: path } => {
             let parsed = spec::Spec::parse_file(&path)?;
             for (name, value) in parsed.param_defaults()? {
@@ -174,6 +211,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     out.flush().context("writing the output")?;
+    Ok(())
+}
+
+/// Peak activation memory of the optimised graph.
+#[derive(serde::Serialize)]
+struct MemoryReport {
+    /// The arena for one image after the pass pipeline and memory planning.
+    arena_bytes_per_image: usize,
+    /// The largest total of simultaneously live tensors (no plan does better).
+    lower_bound_bytes_per_image: usize,
+    /// Sum of all activations of the optimised graph (no reuse).
+    sum_of_activations_bytes_per_image: usize,
+    /// Peak activation memory (the arena) per batch size.
+    peak_activation_bytes: Vec<BatchMemory>,
+}
+
+#[derive(serde::Serialize)]
+struct BatchMemory {
+    batch: usize,
+    bytes: u64,
+}
+
+fn memory_report(graph: Graph, batches: &[usize]) -> anyhow::Result<MemoryReport> {
+    let mut module = shufflekit_passes::Module::graph_only(graph);
+    shufflekit_passes::optimize(&mut module)?;
+    let plan = shufflekit_passes::memory::plan(&module.graph);
+    let peak = batches
+        .iter()
+        .map(|&b| {
+            anyhow::ensure!(b > 0, "--batch must be positive");
+            Ok(BatchMemory {
+                batch: b,
+                bytes: plan.arena_bytes as u64 * b as u64,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(MemoryReport {
+        arena_bytes_per_image: plan.arena_bytes,
+        lower_bound_bytes_per_image: plan.lower_bound_bytes,
+        sum_of_activations_bytes_per_image: plan.total_bytes,
+        peak_activation_bytes: peak,
+    })
+}
+
+fn write_memory(out: &mut impl Write, m: &MemoryReport) -> anyhow::Result<()> {
+    for b in &m.peak_activation_bytes {
+        writeln!(
+            out,
+            "peak activation memory  {} bytes ({:.2} MiB) at batch {}  (arena after passes; lower bound {} bytes, sum of activations {} bytes per image)",
+            thousands(b.bytes),
+            b.bytes as f64 / (1024.0 * 1024.0),
+            b.batch,
+            thousands(m.lower_bound_bytes_per_image as u64),
+            thousands(m.sum_of_activations_bytes_per_image as u64)
+        )?;
+    }
     Ok(())
 }
 

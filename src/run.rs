@@ -45,7 +45,7 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FILE.npy")]
     output: Option<PathBuf>,
     /// The engine that evaluates the network.
-    #[arg(long, value_enum, default_value_t = Engine::Reference)]
+    #[arg(long, value_enum, default_value_t = Engine::Jit)]
     engine: Engine,
     /// Image inputs: per-channel mean (default ImageNet's 0.485,0.456,0.406).
     #[arg(
@@ -86,19 +86,23 @@ pub(crate) struct InitArgs {
 /// Which implementation evaluates the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Engine {
+    /// Native code compiled with Cranelift after the optimisation passes.
+    Jit,
     /// The reference evaluator (plain Rust, the definition of the results).
     Reference,
 }
 
 impl Engine {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
+            Engine::Jit => "jit",
             Engine::Reference => "reference",
         }
     }
 
     fn evaluate(self, graph: &Graph, weights: &Weights, input: &Tensor) -> anyhow::Result<Tensor> {
         match self {
+            Engine::Jit => crate::bench::jit_evaluate(graph, weights, input),
             Engine::Reference => Ok(eval::evaluate(graph, weights, input)?),
         }
     }

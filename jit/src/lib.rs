@@ -1,7 +1,155 @@
-//! Cranelift code generation of shufflekit: the host JIT and ahead-of-time
-//! objects for AArch64 and x86-64.
+//! Cranelift code generation of shufflekit: compiles a graph (optimised or
+//! not) into native code for the host and runs it.
 //!
-//! This crate is a placeholder in the workspace layout: lowering is the
-//! subject of the "Cranelift JIT" issue and is not written yet. It exports
-//! nothing.
+//! Every layer becomes a function specialised to its shapes: convolutions
+//! are register-blocked `f32x4` kernels (output channels x pixels, fused
+//! multiply-add where the host has it) with bias, residual add, activation
+//! and the fused channel order in the epilogue; pools share the same
+//! window machinery; the other ops are vectorised loops. Activations are
+//! dense NCHW in one arena; weights are packed once into the kernels'
+//! layout and passed by pointer, so new weights need no recompilation.
+//!
+//! ```
+//! use shufflekit_ir::{spec, tensor::Tensor, weights::{InitOptions, Weights}};
+//! use shufflekit_jit::{CompileOptions, Model};
+//! let src = "
+//! name: tiny
+//! input: [3, 16, 16]
+//! layers:
+//!   - conv: {name: stem, out: 8, kernel: 3, stride: 2, padding: 1}
+//!   - relu
+//!   - global_avg_pool
+//!   - flatten
+//!   - linear: {out: 10}
+//! ";
+//! let graph = spec::load_str(src, "tiny.yaml", &[]).unwrap();
+//! let weights = Weights::init(&graph, &InitOptions::default());
+//! let mut model = Model::compile(&graph, &weights, &CompileOptions::default()).unwrap();
+//! let input = Tensor::full(vec![2, 3, 16, 16], 0.5).unwrap();
+//! let out = model.run(&input).unwrap();
+//! assert_eq!(out.shape(), &[2, 10]);
+//! let reference = shufflekit_ir::eval::evaluate(&graph, &weights, &input).unwrap();
+//! assert!(out.max_abs_diff(&reference).unwrap() <= 1e-4 * reference.max_abs());
+//! ```
 #![deny(missing_docs)]
+
+mod codegen;
+mod lower;
+mod model;
+mod pack;
+mod plan;
+mod target;
+
+pub use model::{CompileOptions, CompileStats, LayerInfo, Model};
+
+use shufflekit_ir::weights::Weights;
+use shufflekit_ir::Graph;
+
+/// Runs the passes' default pipeline (batch norm folding, shuffle folding,
+/// epilogue fusion) on a graph and its weights: the graph the JIT is fast
+/// on. Returns the optimised graph and weights.
+pub fn optimize(graph: &Graph, weights: &Weights) -> Result<(Graph, Weights), JitError> {
+    let mut module = shufflekit_passes::Module::with_weights(graph.clone(), weights.clone());
+    shufflekit_passes::optimize(&mut module).map_err(|e| JitError::Passes(e.to_string()))?;
+    let weights = module
+        .weights
+        .ok_or_else(|| JitError::Internal("the passes dropped the weights".into()))?;
+    Ok((module.graph, weights))
+}
+
+/// Why a graph could not be compiled or run.
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    /// The verifier rejected the graph.
+    #[error("the graph is invalid: {0}")]
+    InvalidGraph(String),
+    /// The weights do not fit the graph.
+    #[error("{0}")]
+    Weights(String),
+    /// The graph has no input node or several; a model takes one tensor.
+    #[error("the graph has {0} input nodes; the JIT needs exactly one")]
+    InputCount(usize),
+    /// A tensor or parameter block is larger than the kernels can address.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// Running the graph would need more memory than the configured limit.
+    #[error("the model needs {needed} bytes at batch {batch}, more than the memory limit of {limit} bytes")]
+    MemoryLimit {
+        /// Bytes needed (arena for the batch plus packed weights).
+        needed: usize,
+        /// The limit from [`CompileOptions::memory_limit`].
+        limit: usize,
+        /// The batch size the estimate is for.
+        batch: usize,
+    },
+    /// The arena could not be allocated.
+    #[error("out of memory allocating {0} bytes")]
+    OutOfMemory(usize),
+    /// The input tensor is not `[N, ...]` of the graph's input shape.
+    #[error("input shape {got:?} does not match the network's input {expected:?} (with a batch dimension first)")]
+    InputShape {
+        /// The graph's input shape (without batch).
+        expected: Vec<usize>,
+        /// The shape given.
+        got: Vec<usize>,
+    },
+    /// The input has batch size 0.
+    #[error("the input batch is empty")]
+    EmptyBatch,
+    /// Bad options (zero threads...).
+    #[error("invalid options: {0}")]
+    Options(String),
+    /// The host (or the requested target) is not supported by Cranelift.
+    #[error("code generation target: {0}")]
+    Target(String),
+    /// Cranelift rejected the generated code (a bug in the lowering).
+    #[error("code generation failed: {0}")]
+    Codegen(String),
+    /// The compiler passes failed.
+    #[error("optimising the graph: {0}")]
+    Passes(String),
+    /// An inconsistency the planner should have ruled out (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What [`emit`] prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// Cranelift IR of every distinct kernel function.
+    Clif,
+    /// The machine code of every distinct kernel, as Cranelift prints it.
+    Asm,
+}
+
+/// The generated code of a graph as text, each function headed by the
+/// layers that use it. Nothing is executed; weights are not needed.
+pub fn emit(graph: &Graph, what: Emit, options: &CompileOptions) -> Result<String, JitError> {
+    let plan = model::plan_checked(graph, options)?;
+    let target = target::Target::host()?;
+    let kernels = codegen::Kernels::of(&plan);
+    let functions = kernels.functions(&target);
+    let mut out = String::new();
+    let texts: Vec<String> = match what {
+        Emit::Clif => functions.iter().map(|f| f.display().to_string()).collect(),
+        Emit::Asm => codegen::compile(functions, &target, true)?
+            .into_iter()
+            .map(|c| c.asm.unwrap_or_default())
+            .collect(),
+    };
+    for (i, text) in texts.iter().enumerate() {
+        let users: Vec<&str> = plan
+            .layers
+            .iter()
+            .zip(&kernels.of_layer)
+            .filter(|(_, &k)| k == i)
+            .map(|(l, _)| l.name.as_str())
+            .collect();
+        out.push_str(&format!(
+            "; kernel{i}: {:?}\n; layers: {}\n{text}\n",
+            kernels.distinct[i].0,
+            users.join(", ")
+        ));
+    }
+    Ok(out)
+}

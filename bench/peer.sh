@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The peer benchmark in one command: shufflekit's JIT, ONNX Runtime and tract
+# on ShuffleNet v1 1x g=3 / g=8 / 0.5x g=3, ShuffleNet v2 1x and MobileNet v1
+# 1.0 at 224x224, batch 1 and 8, 1 and 2 threads, same weights and input;
+# outputs checked against ONNX Runtime's; prints a Markdown table.
+# Extra arguments go to peer-bench (e.g. --runs 50, --only "v2", --batch 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -c "import numpy, onnxruntime" 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check numpy onnxruntime
+# tract builds in its own workspace (minutes the first time).
+cargo build --release --quiet --manifest-path bench/tract-runner/Cargo.toml
+cargo build --release --quiet -p peer-bench
+exec target/release/peer-bench "$@"

@@ -1,0 +1,285 @@
+//! The peer benchmark: the same models, weights and input through
+//! shufflekit's JIT, ONNX Runtime and tract, on the same machine, with the
+//! same thread counts. Run it with `bench/peer.sh`, which builds the tract
+//! runner (its own workspace, `bench/tract-runner/`) and this program in
+//! release mode first.
+//!
+//! For each model it exports the spec's graph with seeded weights (random
+//! batch-norm statistics) to ONNX, draws one input per batch size, and for
+//! each thread count times our engine in-process (the compiler passes, then
+//! the Cranelift JIT, as `shufflekit run` does) and the two peers as
+//! subprocesses (`bench/ort_runner.py`, `tract-runner`), each with its own
+//! warm-up and the median of repeated runs. Every engine's output is
+//! checked against ONNX Runtime's (1e-4 relative) before its time counts.
+//! The table is printed in Markdown on stdout; progress goes to stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context};
+use clap::Parser;
+use shufflekit_ir::input::{random_input, read_npy, write_npy};
+use shufflekit_ir::spec;
+use shufflekit_ir::tensor::Tensor;
+use shufflekit_ir::weights::{InitOptions, Weights};
+use shufflekit_jit::{CompileOptions, Model};
+
+/// The largest accepted `max |engine - ONNX Runtime| / max |ONNX Runtime|`.
+const TOLERANCE: f32 = 1e-4;
+
+/// A model of the comparison: label, spec file, parameter overrides.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The models of the comparison.
+const MODELS: &[Case] = &[
+    (
+        "ShuffleNet v1 1x g=3",
+        "shufflenet_v1.yaml",
+        &[("groups", "3")],
+    ),
+    (
+        "ShuffleNet v1 1x g=8",
+        "shufflenet_v1.yaml",
+        &[("groups", "8")],
+    ),
+    (
+        "ShuffleNet v1 0.5x g=3",
+        "shufflenet_v1.yaml",
+        &[("groups", "3"), ("width", "0.5")],
+    ),
+    ("ShuffleNet v2 1x", "shufflenet_v2.yaml", &[]),
+    ("MobileNet v1 1.0", "mobilenet_v1.yaml", &[]),
+];
+
+#[derive(Parser)]
+#[command(about = "shufflekit's JIT vs ONNX Runtime vs tract on the same models")]
+struct Args {
+    /// Timed runs per engine and configuration (the median is reported).
+    #[arg(long, default_value_t = 30)]
+    runs: usize,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batch: Vec<usize>,
+    /// Thread counts (each engine gets the same).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Only the models whose label contains one of these (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The tract runner binary.
+    #[arg(long, default_value = "bench/tract-runner/target/release/tract-runner")]
+    tract: PathBuf,
+    /// The Python interpreter with onnxruntime and numpy.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Where models, inputs and outputs are written.
+    #[arg(long, default_value = "target/peer-bench")]
+    work_dir: PathBuf,
+    /// Seed of the weights and inputs.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// One line of the table.
+struct Row {
+    model: &'static str,
+    batch: usize,
+    threads: usize,
+    ours: f64,
+    ort: f64,
+    tract: Option<f64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(args.runs > 0, "--runs must be positive");
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating `{}`", args.work_dir.display()))?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let have_tract = args.tract.exists();
+    if !have_tract {
+        eprintln!(
+            "warning: `{}` does not exist (build it with `cargo build --release --manifest-path bench/tract-runner/Cargo.toml`); tract is left out",
+            args.tract.display()
+        );
+    }
+    let mut rows = Vec::new();
+    for (index, &(label, file, overrides)) in MODELS.iter().enumerate() {
+        if !args.only.is_empty() && !args.only.iter().any(|o| label.contains(o.as_str())) {
+            continue;
+        }
+        let overrides: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let graph = spec::load(&root.join("specs").join(file), &overrides)?;
+        let weights = Weights::init(
+            &graph,
+            &InitOptions {
+                seed: args.seed,
+                randomize_batch_norm: true,
+            },
+        );
+        let model_path = args.work_dir.join(format!("model{index}.onnx"));
+        std::fs::write(&model_path, shufflekit_onnx::export(&graph, &weights)?)?;
+        let input_shape = graph.node(graph.input_nodes()[0]).shape.clone();
+        let mut module = shufflekit_passes::Module::with_weights(graph, weights);
+        shufflekit_passes::optimize(&mut module)?;
+        let (graph, weights) = (
+            module.graph,
+            module.weights.context("the passes keep the weights")?,
+        );
+        for &threads in &args.threads {
+            let options = CompileOptions {
+                threads,
+                ..CompileOptions::default()
+            };
+            let mut jit = Model::compile(&graph, &weights, &options)?;
+            for &batch in &args.batch {
+                eprintln!("{label}: batch {batch}, {threads} thread(s)");
+                let x = random_input(&input_shape, batch, args.seed)?;
+                let x_path = args.work_dir.join(format!("x{index}_b{batch}.npy"));
+                write_npy(&x_path, &x)?;
+
+                let ort_out = args.work_dir.join("ort.npy");
+                let ort = peer(
+                    Command::new(&args.python)
+                        .arg(root.join("bench/ort_runner.py"))
+                        .args([&model_path, &x_path, &ort_out]),
+                    &args,
+                    threads,
+                )
+                .context("ONNX Runtime")?;
+                let expected = read_npy(&ort_out)?;
+
+                let (ours, y) = time_ours(&mut jit, &x, &args)?;
+                check("shufflekit", label, &y, &expected)?;
+
+                let tract = if have_tract {
+                    let tract_out = args.work_dir.join("tract.npy");
+                    let t = peer(
+                        Command::new(&args.tract).args([&model_path, &x_path, &tract_out]),
+                        &args,
+                        threads,
+                    )
+                    .context("tract")?;
+                    check("tract", label, &read_npy(&tract_out)?, &expected)?;
+                    Some(t)
+                } else {
+                    None
+                };
+                rows.push(Row {
+                    model: label,
+                    batch,
+                    threads,
+                    ours,
+                    ort,
+                    tract,
+                });
+            }
+        }
+    }
+    print_table(&rows, &args);
+    Ok(())
+}
+
+fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let mid = times.len() / 2;
+    if times.len().is_multiple_of(2) {
+        (times[mid - 1] + times[mid]) / 2.0
+    } else {
+        times[mid]
+    }
+}
+
+fn time_ours(jit: &mut Model, x: &Tensor, args: &Args) -> anyhow::Result<(f64, Tensor)> {
+    for _ in 0..args.warmup {
+        jit.run(x)?;
+    }
+    let mut times = Vec::with_capacity(args.runs);
+    let mut last = None;
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let y = jit.run(x)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        last = Some(y);
+    }
+    let y = last.context("no run")?;
+    Ok((median(&mut times), y))
+}
+
+/// Runs a peer's runner and returns the median it reports.
+fn peer(command: &mut Command, args: &Args, threads: usize) -> anyhow::Result<f64> {
+    let out = command
+        .args(["--threads", &threads.to_string()])
+        .args(["--runs", &args.runs.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("median_ms "))
+        .and_then(|m| m.trim().parse().ok())
+        .with_context(|| format!("{command:?} printed no `median_ms` line:\n{stdout}"))
+}
+
+fn check(engine: &str, model: &str, got: &Tensor, expected: &Tensor) -> anyhow::Result<()> {
+    ensure!(
+        got.shape() == expected.shape(),
+        "{model}: {engine}'s output has shape {:?}, ONNX Runtime's {:?}",
+        got.shape(),
+        expected.shape()
+    );
+    let rel = got.max_abs_diff(expected).unwrap_or(f32::INFINITY) / expected.max_abs();
+    eprintln!("  {engine} vs ONNX Runtime: max relative difference {rel:.2e}");
+    ensure!(
+        rel < TOLERANCE,
+        "{model}: {engine}'s output differs from ONNX Runtime's by {rel:e} (relative)"
+    );
+    Ok(())
+}
+
+fn print_table(rows: &[Row], args: &Args) {
+    println!(
+        "Median latency in ms over {} runs after {} warm-up runs (lower is better); ratio = engine / shufflekit.",
+        args.runs, args.warmup
+    );
+    println!();
+    println!(
+        "| model | batch | threads | shufflekit (JIT) | ONNX Runtime | ratio | tract | ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let (tract, ratio) = match r.tract {
+            Some(t) => (format!("{t:.2}"), format!("{:.2}", t / r.ours)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            r.model,
+            r.batch,
+            r.threads,
+            r.ours,
+            r.ort,
+            r.ort / r.ours,
+            tract,
+            ratio
+        );
+    }
+}

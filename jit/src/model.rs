@@ -1,0 +1,473 @@
+//! The runtime: a compiled model with its packed weights, its arena and
+//! its threads.
+
+use std::time::{Duration, Instant};
+
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module};
+use rayon::prelude::*;
+use shufflekit_ir::cost::LayerKind;
+use shufflekit_ir::tensor::Tensor;
+use shufflekit_ir::weights::Weights;
+use shufflekit_ir::Graph;
+
+use crate::codegen::{self, Kernels};
+use crate::pack;
+use crate::plan::{self, Plan, Storage};
+use crate::target::Target;
+use crate::JitError;
+
+/// How to compile and run a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Threads that split each layer's work (1 runs on the calling thread).
+    pub threads: usize,
+    /// The most memory, in bytes, the model may use for its arena (per
+    /// batch) plus its packed weights. A graph that needs more for one
+    /// image is refused before any code is generated; a batch that needs
+    /// more is refused by [`Model::run`].
+    pub memory_limit: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            threads: 1,
+            memory_limit: 4 << 30,
+        }
+    }
+}
+
+/// What compiling took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompileStats {
+    /// Wall time of planning, lowering, code generation, linking and
+    /// weight packing.
+    pub compile_time: Duration,
+    /// Layers with a kernel (`flatten` and the input have none).
+    pub layers: usize,
+    /// Distinct functions generated (identical layers share one).
+    pub functions: usize,
+    /// Bytes of machine code.
+    pub code_bytes: usize,
+    /// Whether the kernels use fused multiply-add.
+    pub fma: bool,
+    /// Arena bytes per image.
+    pub arena_bytes: usize,
+    /// Whether the arena follows the passes' memory plan (in-place reuse,
+    /// views) rather than the JIT's fallback plan.
+    pub passes_memory_plan: bool,
+}
+
+/// One layer of a compiled model, for reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    /// The node's name.
+    pub name: String,
+    /// The op kind (`conv2d`...).
+    pub op: &'static str,
+    /// Coarse layer kind.
+    pub kind: LayerKind,
+    /// Multiply-adds per image.
+    pub macs: u64,
+}
+
+type KernelFn = unsafe extern "C" fn(*const *mut f32, i64, i64);
+
+/// A graph compiled to native code, with packed weights, ready to run on
+/// any batch size.
+pub struct Model {
+    graph: Graph,
+    plan: Plan,
+    module: Option<JITModule>,
+    functions: Vec<KernelFn>,
+    packed: Vec<Vec<f32>>,
+    arena: Vec<f32>,
+    options: CompileOptions,
+    pool: Option<rayon::ThreadPool>,
+    stats: CompileStats,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("graph", &self.graph.name)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        self.functions.clear();
+        if let Some(module) = self.module.take() {
+            // SAFETY: the function pointers were cleared above and are not
+            // reachable anywhere else.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+/// The packed weights' bytes.
+fn packed_bytes(packed: &[Vec<f32>]) -> usize {
+    packed
+        .iter()
+        .map(|p| p.len().saturating_mul(4))
+        .fold(0, usize::saturating_add)
+}
+
+/// Plans the graph and checks its memory needs against the limit.
+pub(crate) fn plan_checked(graph: &Graph, options: &CompileOptions) -> Result<Plan, JitError> {
+    let plan = plan::plan(graph)?;
+    let mut weights = 0usize;
+    for layer in &plan.layers {
+        weights = weights.saturating_add(pack::packed_len(layer).saturating_mul(4));
+    }
+    let needed = plan.arena_len.saturating_mul(4).saturating_add(weights);
+    if needed > options.memory_limit {
+        return Err(JitError::MemoryLimit {
+            needed,
+            limit: options.memory_limit,
+            batch: 1,
+        });
+    }
+    Ok(plan)
+}
+
+impl Model {
+    /// Compiles a graph for the host and packs its weights.
+    pub fn compile(
+        graph: &Graph,
+        weights: &Weights,
+        options: &CompileOptions,
+    ) -> Result<Model, JitError> {
+        let start = Instant::now();
+        if options.threads == 0 {
+            return Err(JitError::Options("threads must be at least 1".into()));
+        }
+        weights
+            .check(graph)
+            .map_err(|e| JitError::Weights(e.to_string()))?;
+        let plan = plan_checked(graph, options)?;
+        let target = Target::host()?;
+        let kernels = Kernels::of(&plan);
+        let code = codegen::compile(kernels.functions(&target), &target, false)?;
+
+        let builder = JITBuilder::with_isa(
+            target.isa.clone(),
+            cranelift_module::default_libcall_names(),
+        );
+        let mut module = JITModule::new(builder);
+        let sig = crate::lower::signature(target.isa.default_call_conv());
+        let mut ids = Vec::with_capacity(code.len());
+        for (i, c) in code.iter().enumerate() {
+            let id = module
+                .declare_function(&format!("kernel{i}"), Linkage::Local, &sig)
+                .map_err(|e| JitError::Codegen(e.to_string()))?;
+            module
+                .define_function_bytes(id, c.alignment, &c.bytes, &[])
+                .map_err(|e| JitError::Codegen(e.to_string()))?;
+            ids.push(id);
+        }
+        module
+            .finalize_definitions()
+            .map_err(|e| JitError::Codegen(e.to_string()))?;
+        let functions = kernels
+            .of_layer
+            .iter()
+            .map(|&k| {
+                let ptr = module.get_finalized_function(ids[k]);
+                // SAFETY: the code was generated for this signature
+                // (`lower::signature`, the platform's C convention).
+                unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
+            })
+            .collect();
+        let pool = if options.threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(options.threads)
+                    .build()
+                    .map_err(|e| JitError::Options(format!("cannot start threads: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let mut model = Model {
+            graph: graph.clone(),
+            stats: CompileStats {
+                compile_time: Duration::ZERO,
+                layers: plan.layers.len(),
+                functions: code.len(),
+                code_bytes: code.iter().map(|c| c.bytes.len()).sum(),
+                fma: target.features.fma,
+                arena_bytes: plan.arena_len.saturating_mul(4),
+                passes_memory_plan: plan.passes_plan,
+            },
+            plan,
+            module: Some(module),
+            functions,
+            packed: Vec::new(),
+            arena: Vec::new(),
+            options: options.clone(),
+            pool,
+        };
+        model.set_weights(weights)?;
+        model.stats.compile_time = start.elapsed();
+        Ok(model)
+    }
+
+    /// Packs new weights for the same graph (no recompilation).
+    pub fn set_weights(&mut self, weights: &Weights) -> Result<(), JitError> {
+        weights
+            .check(&self.graph)
+            .map_err(|e| JitError::Weights(e.to_string()))?;
+        let packed = self
+            .plan
+            .layers
+            .iter()
+            .map(|layer| {
+                let p = pack::pack(&self.graph, weights, layer)?;
+                if p.len() != pack::packed_len(layer) {
+                    return Err(JitError::Internal(format!(
+                        "`{}`: packed {} values, the kernel reads {}",
+                        layer.name,
+                        p.len(),
+                        pack::packed_len(layer)
+                    )));
+                }
+                Ok(p)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.packed = packed;
+        Ok(())
+    }
+
+    /// What compiling took.
+    pub fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    /// The compiled layers, in execution order.
+    pub fn layers(&self) -> Vec<LayerInfo> {
+        self.plan
+            .layers
+            .iter()
+            .map(|l| LayerInfo {
+                name: l.name.clone(),
+                op: self.graph.node(l.node).op.kind(),
+                kind: l.kind,
+                macs: l.macs,
+            })
+            .collect()
+    }
+
+    /// Runs the model on `input` (`[N, ...]` of the graph's input shape)
+    /// and returns the output node's value (`[N, ...]`).
+    pub fn run(&mut self, input: &Tensor) -> Result<Tensor, JitError> {
+        self.execute(input, None)
+    }
+
+    /// Like [`Model::run`], and also returns the wall time of each layer
+    /// (in the order of [`Model::layers`]).
+    pub fn run_profiled(&mut self, input: &Tensor) -> Result<(Tensor, Vec<Duration>), JitError> {
+        let mut times = Vec::with_capacity(self.plan.layers.len());
+        let out = self.execute(input, Some(&mut times))?;
+        Ok((out, times))
+    }
+
+    fn execute(
+        &mut self,
+        input: &Tensor,
+        times: Option<&mut Vec<Duration>>,
+    ) -> Result<Tensor, JitError> {
+        let plan = &self.plan;
+        let expected = &plan.input_shape;
+        let got = input.shape();
+        if got.len() != expected.rank() + 1 || got[1..] != *expected.dims() {
+            return Err(JitError::InputShape {
+                expected: expected.dims().to_vec(),
+                got: got.to_vec(),
+            });
+        }
+        let batch = got[0];
+        if batch == 0 {
+            return Err(JitError::EmptyBatch);
+        }
+        let arena_total = batch
+            .checked_mul(plan.arena_len)
+            .filter(|n| n.checked_mul(4).is_some())
+            .ok_or(JitError::MemoryLimit {
+                needed: usize::MAX,
+                limit: self.options.memory_limit,
+                batch,
+            })?;
+        let needed = arena_total
+            .saturating_mul(4)
+            .saturating_add(packed_bytes(&self.packed));
+        if needed > self.options.memory_limit {
+            return Err(JitError::MemoryLimit {
+                needed,
+                limit: self.options.memory_limit,
+                batch,
+            });
+        }
+        if self.arena.len() < arena_total {
+            self.arena
+                .try_reserve_exact(arena_total - self.arena.len())
+                .map_err(|_| JitError::OutOfMemory(arena_total.saturating_mul(4)))?;
+            self.arena.resize(arena_total, 0.0);
+        }
+        if self.packed.len() != plan.layers.len() {
+            return Err(JitError::Internal("weights are not packed".into()));
+        }
+        let input_data = input.data();
+        let arena_len = plan.arena_len;
+        let arena_ptr = self.arena.as_mut_ptr();
+        let arena_size = self.arena.len();
+        // The address of value `v` for image `b`, after checking that the
+        // whole value lies inside its buffer.
+        let value_ptr = |v: usize, b: usize| -> Result<*mut f32, JitError> {
+            let value = &plan.values[v];
+            let (start, end, size, base) = match value.storage {
+                Storage::Input => (
+                    b * value.len,
+                    (b + 1) * value.len,
+                    input_data.len(),
+                    input_data.as_ptr() as *mut f32,
+                ),
+                Storage::Arena(off) => (
+                    b * arena_len + off,
+                    b * arena_len + off + value.len,
+                    arena_size,
+                    arena_ptr,
+                ),
+            };
+            if end > size || start > end {
+                return Err(JitError::Internal(format!(
+                    "value {v} is outside its buffer"
+                )));
+            }
+            // SAFETY: `start <= end <= size` of the buffer `base` points to.
+            Ok(unsafe { base.add(start) })
+        };
+        // Every call's buffers, per layer and image, checked once.
+        let mut tables: Vec<Vec<*mut f32>> = Vec::with_capacity(plan.layers.len());
+        for (li, layer) in plan.layers.iter().enumerate() {
+            let packed = self.packed[li].as_ptr() as *mut f32;
+            let mut ptrs = Vec::with_capacity(batch * (layer.inputs.len() + 2));
+            for b in 0..batch {
+                ptrs.push(value_ptr(layer.output, b)?);
+                for &i in &layer.inputs {
+                    ptrs.push(value_ptr(i, b)?);
+                }
+                ptrs.push(packed);
+            }
+            tables.push(ptrs);
+        }
+        let calls: Vec<Call> = plan
+            .layers
+            .iter()
+            .zip(&tables)
+            .zip(&self.functions)
+            .map(|((layer, ptrs), &func)| Call {
+                func,
+                ptrs,
+                stride: layer.inputs.len() + 2,
+                units: layer.units,
+            })
+            .collect();
+        let threads = self.options.threads;
+        match (&self.pool, times) {
+            // Whole images per thread: no synchronisation between layers,
+            // and each image's activations stay in that core's caches.
+            (pool, None) if batch > 1 => {
+                let images = |lo: usize, hi: usize| {
+                    for b in lo..hi {
+                        for call in &calls {
+                            call.run(b * call.units, (b + 1) * call.units);
+                        }
+                    }
+                };
+                match pool {
+                    // One image per task: rayon balances them between the
+                    // threads even when one of them is slowed down.
+                    Some(pool) if batch >= threads => {
+                        pool.install(|| (0..batch).into_par_iter().for_each(|b| images(b, b + 1)));
+                    }
+                    _ => images(0, batch),
+                }
+            }
+            // Layer by layer, each split across the threads by units. The
+            // whole loop runs inside the pool, so each layer's fork-join is
+            // a cheap work-stealing split between awake workers.
+            (pool, mut times) => {
+                let mut layers = || {
+                    for call in &calls {
+                        let start = Instant::now();
+                        let items = batch * call.units;
+                        // A few parts per thread, so a slowed-down thread's
+                        // share is picked up by the others.
+                        let parts = (4 * threads).min(items);
+                        if pool.is_some() && parts > 1 {
+                            (0..parts).into_par_iter().for_each(|p| {
+                                call.run(items * p / parts, items * (p + 1) / parts);
+                            });
+                        } else {
+                            call.run(0, items);
+                        }
+                        if let Some(t) = times.as_deref_mut() {
+                            t.push(start.elapsed());
+                        }
+                    }
+                };
+                match pool {
+                    Some(pool) => pool.install(layers),
+                    None => layers(),
+                }
+            }
+        }
+        let out = &plan.values[plan.output];
+        let mut data = Vec::new();
+        data.try_reserve_exact(batch.saturating_mul(out.len))
+            .map_err(|_| JitError::OutOfMemory(batch.saturating_mul(out.len).saturating_mul(4)))?;
+        for b in 0..batch {
+            let p = value_ptr(plan.output, b)?;
+            // SAFETY: `value_ptr` checked that the value lies in its buffer.
+            data.extend_from_slice(unsafe { std::slice::from_raw_parts(p, out.len) });
+        }
+        let mut shape = vec![batch];
+        shape.extend_from_slice(plan.output_shape.dims());
+        Tensor::new(shape, data).map_err(|e| JitError::Internal(e.to_string()))
+    }
+}
+
+/// One layer's calls: work items `image * units + unit`.
+struct Call<'a> {
+    func: KernelFn,
+    /// Per image: output, inputs, packed parameters.
+    ptrs: &'a [*mut f32],
+    stride: usize,
+    units: usize,
+}
+
+// SAFETY: the pointers are only dereferenced by the kernel, and calls on
+// different units write disjoint parts of the output (each unit owns its
+// output channels or tiles); inputs and parameters are only read.
+unsafe impl Sync for Call<'_> {}
+
+impl Call<'_> {
+    /// Runs work items `lo..hi`.
+    fn run(&self, lo: usize, hi: usize) {
+        let mut item = lo;
+        while item < hi {
+            let b = item / self.units;
+            let u0 = item % self.units;
+            let u1 = (hi - b * self.units).min(self.units);
+            let ptrs = &self.ptrs[b * self.stride..(b + 1) * self.stride];
+            // SAFETY: `ptrs` holds the buffers of image `b`, each checked to
+            // be as long as the kernel's shapes say; `u0 < u1 <= units`.
+            unsafe { (self.func)(ptrs.as_ptr(), u0 as i64, u1 as i64) };
+            item = b * self.units + u1;
+        }
+    }
+}

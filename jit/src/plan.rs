@@ -1,0 +1,672 @@
+//! From a graph to a list of layers, each with the kernel that computes it,
+//! the buffers it reads and writes, and the number of independent work
+//! units it splits into. Every size and offset is computed with checked
+//! arithmetic here, once; the lowering only uses these numbers.
+//!
+//! Activations are dense NCHW `f32` per image (the API layout), so inputs
+//! and outputs need no conversion and `flatten` is free. Within one image
+//! every buffer is at most [`MAX_BUFFER_BYTES`] long, so every offset the
+//! kernels compute fits an `i32` immediate.
+
+use std::collections::HashMap;
+
+use shufflekit_ir::cost::LayerKind;
+use shufflekit_ir::ops::{Activation, Op, Pool};
+use shufflekit_ir::{Graph, NodeId, Shape};
+
+use crate::JitError;
+
+/// The largest buffer (per image) or parameter block, in bytes.
+pub(crate) const MAX_BUFFER_BYTES: usize = i32::MAX as usize / 2;
+
+/// How a window kernel combines the values under its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Reduce {
+    /// A convolution: multiply-add with packed weights.
+    Fma,
+    /// Max pooling.
+    Max,
+    /// Average pooling.
+    Avg {
+        /// Divide by the window clipped to the padded input, not by the
+        /// number of real inputs.
+        count_include_pad: bool,
+    },
+}
+
+/// A sliding-window kernel: convolutions of every shape and both poolings.
+/// Output channel tiles of `m` channels, `nv` vectors of 4 pixels each.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Window {
+    pub reduce: Reduce,
+    /// Input plane `[h, w]` (a 1x1 stride-1 convolution sees its whole
+    /// plane as one row).
+    pub in_hw: [usize; 2],
+    /// Output plane `[h, w]`.
+    pub out_hw: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    /// Input channels per group.
+    pub cin_g: usize,
+    /// Output channels per group.
+    pub cout_g: usize,
+    /// Output channels per register tile.
+    pub m: usize,
+    /// Vectors of 4 output pixels per register tile.
+    pub nv: usize,
+    pub activation: Act,
+    pub residual: bool,
+    /// The last vector block of a row may overlap the one before it (it
+    /// recomputes a few outputs): only when the output aliases no input.
+    pub overlap: bool,
+    /// Units are (group, output row) with every channel tile inside,
+    /// instead of (group, tile) with every row inside. Only for 1x1
+    /// stride-1 unpadded convolutions, whose plane is viewed as rows of a
+    /// width that keeps one row's inputs in L1.
+    pub split_rows: bool,
+}
+
+impl Window {
+    /// Output channel tiles per group: full tiles of `m`, then one of the
+    /// remainder.
+    pub fn tiles(&self) -> (usize, usize) {
+        (self.cout_g / self.m, self.cout_g % self.m)
+    }
+
+    /// Tiles per group.
+    pub fn tiles_per_group(&self) -> usize {
+        let (full, rem) = self.tiles();
+        full + usize::from(rem > 0)
+    }
+
+    /// Taps per input channel.
+    pub fn taps(&self) -> usize {
+        self.kernel[0] * self.kernel[1]
+    }
+
+    /// Floats of the packed block of a tile of `mt` channels: weights
+    /// `[cin_g][taps][mt]`, bias `[mt]`, output byte offsets `[mt]`.
+    pub fn block_len(&self, mt: usize) -> usize {
+        mt * (self.cin_g * self.taps() + 2)
+    }
+
+    /// Floats of one group's packed blocks.
+    pub fn group_len(&self) -> usize {
+        let (full, rem) = self.tiles();
+        full * self.block_len(self.m) + if rem > 0 { self.block_len(rem) } else { 0 }
+    }
+}
+
+/// An activation, as the kernels key it (the IR's type is not `Hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Act {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl From<Activation> for Act {
+    fn from(a: Activation) -> Act {
+        match a {
+            Activation::None => Act::None,
+            Activation::Relu => Act::Relu,
+            Activation::Relu6 => Act::Relu6,
+        }
+    }
+}
+
+/// Elementwise operations, on one channel plane per unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Elementwise {
+    /// `x * scale[c] + shift[c]` (inference batch norm).
+    Affine,
+    Relu,
+    Relu6,
+    Sigmoid,
+    Add,
+    Mul,
+    /// `x * y[c]` with `y` of shape `[C, 1, 1]`.
+    MulChannel,
+}
+
+/// The code that computes one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    /// Convolutions and pools. Units: groups x tiles per group.
+    Window(Window),
+    /// Units: channels, each a plane of `len` values.
+    Elementwise {
+        op: Elementwise,
+        channels: usize,
+        len: usize,
+    },
+    /// Mean of each plane. Units: channels.
+    GlobalAvg { channels: usize, len: usize },
+    /// Output channel `k` is a plane copied from an input chosen by a
+    /// table (shuffle, concat, slice, flatten), with an activation fused
+    /// into the copy. Units: output channels.
+    Gather {
+        channels: usize,
+        len: usize,
+        inputs: usize,
+        activation: Act,
+    },
+    /// Fully connected layer, tiles of `m` outputs. Units: output tiles.
+    Linear {
+        inputs: usize,
+        outputs: usize,
+        m: usize,
+    },
+    /// Softmax over channels. Units: 1.
+    Softmax { channels: usize, spatial: usize },
+}
+
+impl Kernel {
+    /// Independent work units per image.
+    pub fn units(&self) -> usize {
+        match self {
+            Kernel::Window(w) if w.split_rows => w.groups * w.out_hw[0],
+            Kernel::Window(w) => w.groups * w.tiles_per_group(),
+            Kernel::Elementwise { channels, .. } => *channels,
+            Kernel::GlobalAvg { channels, .. } | Kernel::Gather { channels, .. } => *channels,
+            Kernel::Linear { outputs, m, .. } => outputs.div_ceil(*m),
+            Kernel::Softmax { .. } => 1,
+        }
+    }
+}
+
+/// Where a value lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Storage {
+    /// The caller's input tensor.
+    Input,
+    /// The arena, at this offset (in floats) of each image's part.
+    Arena(usize),
+}
+
+/// A value (a node's output) of the planned graph.
+#[derive(Debug, Clone)]
+pub(crate) struct Value {
+    /// Floats per image.
+    pub len: usize,
+    pub storage: Storage,
+}
+
+/// One compiled layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    pub node: NodeId,
+    pub name: String,
+    pub kind: LayerKind,
+    pub macs: u64,
+    pub kernel: Kernel,
+    /// Values read, in slot order.
+    pub inputs: Vec<usize>,
+    /// Value written.
+    pub output: usize,
+    /// Work units per image (see [`Kernel::units`]).
+    pub units: usize,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub layers: Vec<Layer>,
+    pub values: Vec<Value>,
+    pub output: usize,
+    pub input_shape: Shape,
+    pub output_shape: Shape,
+    /// Floats of arena per image.
+    pub arena_len: usize,
+    /// Whether the arena follows the passes' memory plan (else the JIT's
+    /// own, which never shares memory between live values).
+    pub passes_plan: bool,
+}
+
+/// Builds the plan of a verified graph.
+pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
+    shufflekit_ir::verify::verify(graph).map_err(|errors| {
+        JitError::InvalidGraph(
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let inputs = graph.input_nodes();
+    let [input_node] = inputs[..] else {
+        return Err(JitError::InputCount(inputs.len()));
+    };
+    let output_node = graph
+        .output()
+        .ok_or_else(|| JitError::InvalidGraph("the graph has no output".into()))?;
+    let needed = ancestors(graph, output_node);
+    let cost = shufflekit_ir::cost::count(graph, shufflekit_ir::cost::Convention::Macs);
+    let macs: HashMap<&str, u64> = cost
+        .layers
+        .iter()
+        .map(|l| (l.name.as_str(), l.macs))
+        .collect();
+
+    let mut values: Vec<Value> = Vec::new();
+    let mut value_of: HashMap<NodeId, usize> = HashMap::new();
+    let mut layers = Vec::new();
+    for id in graph.nodes().filter(|id| needed.contains(id)) {
+        let node = graph.node(id);
+        let len = node.shape.numel();
+        byte_size(len, &node.name)?;
+        let ins: Vec<usize> = graph
+            .inputs(id)
+            .iter()
+            .map(|i| {
+                value_of.get(i).copied().ok_or_else(|| {
+                    JitError::Internal(format!("input of `{}` not planned", node.name))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if let Op::Input(_) = &node.op {
+            value_of.insert(id, values.len());
+            values.push(Value {
+                len,
+                storage: Storage::Input,
+            });
+            continue;
+        }
+        if fuse_into_copy(graph, id, &mut layers) {
+            value_of.insert(id, ins[0]);
+            continue;
+        }
+        let kernel = kernel_for(graph, id)?;
+        let output = values.len();
+        values.push(Value {
+            len,
+            storage: Storage::Arena(0),
+        });
+        value_of.insert(id, output);
+        layers.push(Layer {
+            node: id,
+            name: node.name.clone(),
+            kind: LayerKind::of(graph, id),
+            macs: macs.get(node.name.as_str()).copied().unwrap_or(0),
+            units: kernel.units(),
+            kernel,
+            inputs: ins,
+            output,
+        });
+    }
+    let output = value_of
+        .get(&output_node)
+        .copied()
+        .ok_or_else(|| JitError::Internal("output not planned".into()))?;
+    let (arena_len, passes_plan) = match passes_arena(graph, &mut layers, &mut values) {
+        Some(len) => (len, true),
+        None => (assign_arena(&layers, &mut values, output)?, false),
+    };
+    Ok(Plan {
+        layers,
+        values,
+        output,
+        input_shape: graph.node(input_node).shape.clone(),
+        output_shape: graph.node(output_node).shape.clone(),
+        arena_len,
+        passes_plan,
+    })
+}
+
+/// Fuses a ReLU or ReLU6 into the copy loop of the data-movement layer
+/// (concat, shuffle...) that produces its input, when it is that value's
+/// only user; the activation's value is then the layer's. (The passes fuse
+/// activations into convolutions only.)
+fn fuse_into_copy(graph: &Graph, id: NodeId, layers: &mut [Layer]) -> bool {
+    let act = match graph.node(id).op {
+        Op::Relu => Act::Relu,
+        Op::Relu6 => Act::Relu6,
+        _ => return false,
+    };
+    let [src] = graph.inputs(id)[..] else {
+        return false;
+    };
+    if graph.users(src).len() != 1 || graph.output() == Some(src) {
+        return false;
+    }
+    let Some(layer) = layers.iter_mut().rev().find(|l| l.node == src) else {
+        return false;
+    };
+    match &mut layer.kernel {
+        Kernel::Gather { activation, .. } if *activation == Act::None => {
+            *activation = act;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Takes the offsets from the passes' memory plan
+/// (`shufflekit_passes::memory`), which reuses memory in place (batch
+/// norm, activations, add, mul, a fused residual) and makes channel slices
+/// views. Returns the arena length in floats, or None (and changes
+/// nothing) when the plan fails its own check or aliases a kernel's output
+/// with an input in a way the kernel cannot take; the caller then plans
+/// the arena itself.
+fn passes_arena(graph: &Graph, layers: &mut [Layer], values: &mut [Value]) -> Option<usize> {
+    let plan = shufflekit_passes::memory::plan(graph);
+    plan.check(graph).ok()?;
+    let mut offsets = vec![None; values.len()];
+    for layer in layers.iter() {
+        let b = plan.buffer(layer.node)?;
+        if b.offset % 4 != 0 || b.bytes != values[layer.output].len * 4 {
+            return None;
+        }
+        offsets[layer.output] = Some(b.offset / 4);
+    }
+    let overlaps = |a: usize, b: usize| -> Option<(bool, bool)> {
+        let (oa, ob) = (offsets[a]?, offsets[b]?);
+        let (la, lb) = (values[a].len, values[b].len);
+        Some((oa < ob + lb && ob < oa + la, oa == ob && la == lb))
+    };
+    let mut no_overlap = Vec::new();
+    for (li, layer) in layers.iter().enumerate() {
+        for (slot, &i) in layer.inputs.iter().enumerate() {
+            let Some((shared, same)) = overlaps(layer.output, i) else {
+                continue;
+            };
+            if !shared {
+                continue;
+            }
+            match &layer.kernel {
+                // Each element is read before it is written.
+                Kernel::Elementwise { .. } if same => {}
+                // The residual is read just before the same element is
+                // written; no block may recompute an element.
+                Kernel::Window(w) if w.residual && slot == 1 && same => no_overlap.push(li),
+                // A channel slice viewing its input copies onto itself.
+                Kernel::Gather { .. }
+                    if matches!(graph.node(layer.node).op, Op::ChannelSlice(_)) => {}
+                _ => return None,
+            }
+        }
+    }
+    for li in no_overlap {
+        if let Kernel::Window(w) = &mut layers[li].kernel {
+            w.overlap = false;
+        }
+    }
+    for (v, off) in offsets.iter().enumerate() {
+        if let Some(off) = off {
+            values[v].storage = Storage::Arena(*off);
+        }
+    }
+    Some(plan.arena_bytes.div_ceil(4))
+}
+
+/// Gives every arena value an offset: the arena assignment. Values live
+/// from the layer that writes them to the last layer that reads them (the
+/// output to the end); a value never shares memory with another live one,
+/// so no kernel's output aliases its inputs. First fit over the free
+/// intervals, sizes rounded to 16 floats (64-byte lines).
+fn assign_arena(layers: &[Layer], values: &mut [Value], output: usize) -> Result<usize, JitError> {
+    let mut last_use = vec![0usize; values.len()];
+    for (i, layer) in layers.iter().enumerate() {
+        for &v in &layer.inputs {
+            last_use[v] = i;
+        }
+    }
+    last_use[output] = usize::MAX;
+    // Live intervals [offset, offset + size), with the value index.
+    let mut live: Vec<(usize, usize, usize)> = Vec::new();
+    let mut arena = 0usize;
+    for (i, layer) in layers.iter().enumerate() {
+        let size = values[layer.output]
+            .len
+            .checked_next_multiple_of(16)
+            .ok_or_else(|| JitError::Internal("value size overflows".into()))?;
+        live.sort_unstable();
+        let mut offset = 0usize;
+        for &(start, len, _) in &live {
+            if start >= offset.saturating_add(size) {
+                break;
+            }
+            offset = offset.max(start + len);
+        }
+        live.push((offset, size, layer.output));
+        arena = arena.max(
+            offset
+                .checked_add(size)
+                .ok_or_else(|| JitError::Internal("arena size overflows".into()))?,
+        );
+        values[layer.output].storage = Storage::Arena(offset);
+        // Inputs read for the last time here die after this layer.
+        live.retain(|&(_, _, v)| last_use[v] != i);
+    }
+    Ok(arena)
+}
+
+fn ancestors(graph: &Graph, out: NodeId) -> std::collections::HashSet<NodeId> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![out];
+    while let Some(id) = stack.pop() {
+        if seen.insert(id) {
+            stack.extend(graph.inputs(id));
+        }
+    }
+    seen
+}
+
+/// Bytes of `len` floats, refused past [`MAX_BUFFER_BYTES`].
+pub(crate) fn byte_size(len: usize, what: &str) -> Result<usize, JitError> {
+    len.checked_mul(4)
+        .filter(|&b| b <= MAX_BUFFER_BYTES)
+        .ok_or_else(|| {
+            JitError::TooLarge(format!(
+                "`{what}` needs more than {MAX_BUFFER_BYTES} bytes per image"
+            ))
+        })
+}
+
+fn chw(shape: &Shape, name: &str) -> Result<(usize, usize, usize), JitError> {
+    shape.as_chw().ok_or_else(|| {
+        JitError::Internal(format!("`{name}`: expected a [C, H, W] shape, got {shape}"))
+    })
+}
+
+/// Picks the register tile `(m, nv)` of a convolution: about 12
+/// accumulators (of the 16 vector registers), a tile that divides the
+/// group's output channels when one does.
+fn conv_tile(cout_g: usize, cin_g: usize, out_w: usize) -> (usize, usize) {
+    if cout_g == 1 && cin_g == 1 {
+        // Depthwise: one channel, wide along the row.
+        return (1, if out_w >= 16 { 4 } else { 2 });
+    }
+    for (m, nv) in [(6, 2), (5, 2), (4, 3), (3, 4)] {
+        if cout_g.is_multiple_of(m) {
+            return (m, nv);
+        }
+    }
+    (cout_g.min(6), 2)
+}
+
+/// The kernel of one node.
+fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
+    let node = graph.node(id);
+    let in_shapes = graph.input_shapes(id);
+    let x = *in_shapes
+        .first()
+        .ok_or_else(|| JitError::Internal(format!("`{}` has no input", node.name)))?;
+    let plane = |s: &Shape| (s.channels(), s.spatial());
+    Ok(match &node.op {
+        Op::Conv2d(c) => {
+            let (cin, h, w) = chw(x, &node.name)?;
+            let (_, oh, ow) = chw(&node.shape, &node.name)?;
+            let cin_g = cin / c.groups;
+            let cout_g = c.out_channels / c.groups;
+            let pointwise = c.kernel == [1, 1] && c.stride == [1, 1] && c.padding == [0, 0];
+            // A 1x1 convolution sees its plane as rows of `width` pixels:
+            // one row's inputs of every input channel of a group fit L1.
+            let width = pointwise.then(|| row_width(h * w, cin_g)).flatten();
+            let (in_hw, out_hw) = match width {
+                Some(r) => ([h * w / r, r], [h * w / r, r]),
+                None if pointwise => ([1, h * w], [1, oh * ow]),
+                None => ([h, w], [oh, ow]),
+            };
+            let (m, nv) = conv_tile(cout_g, cin_g, out_hw[1]);
+            let window = Window {
+                reduce: Reduce::Fma,
+                in_hw,
+                out_hw,
+                kernel: c.kernel,
+                stride: c.stride,
+                padding: c.padding,
+                dilation: if pointwise { [1, 1] } else { c.dilation },
+                groups: c.groups,
+                cin_g,
+                cout_g,
+                m,
+                nv,
+                activation: c.activation.into(),
+                residual: c.residual,
+                overlap: true,
+                split_rows: width.is_some(),
+            };
+            let packed = window
+                .group_len()
+                .checked_mul(window.groups)
+                .ok_or_else(|| JitError::TooLarge(format!("`{}`: weights", node.name)))?;
+            byte_size(packed, &node.name)?;
+            Kernel::Window(window)
+        }
+        Op::MaxPool(p) | Op::AvgPool(p) => {
+            let (c, h, w) = chw(x, &node.name)?;
+            let (_, oh, ow) = chw(&node.shape, &node.name)?;
+            let reduce = match &node.op {
+                Op::MaxPool(_) => Reduce::Max,
+                _ => Reduce::Avg {
+                    count_include_pad: p.count_include_pad,
+                },
+            };
+            Kernel::Window(pool_window(p, reduce, c, [h, w], [oh, ow]))
+        }
+        Op::GlobalAvgPool => Kernel::GlobalAvg {
+            channels: x.channels(),
+            len: x.spatial(),
+        },
+        Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => {
+            let op = match node.op {
+                Op::BatchNorm(_) => Elementwise::Affine,
+                Op::Relu => Elementwise::Relu,
+                Op::Relu6 => Elementwise::Relu6,
+                _ => Elementwise::Sigmoid,
+            };
+            elementwise(op, x)
+        }
+        Op::Add => elementwise(Elementwise::Add, x),
+        Op::Mul => {
+            let y = in_shapes
+                .get(1)
+                .ok_or_else(|| JitError::Internal("mul has one input".into()))?;
+            if *y == x {
+                elementwise(Elementwise::Mul, x)
+            } else {
+                let (channels, len) = plane(x);
+                Kernel::Elementwise {
+                    op: Elementwise::MulChannel,
+                    channels,
+                    len,
+                }
+            }
+        }
+        Op::ChannelShuffle(_) | Op::ChannelSlice(_) | Op::Concat(_) => Kernel::Gather {
+            channels: node.shape.channels(),
+            len: x.spatial(),
+            inputs: in_shapes.len(),
+            activation: Act::None,
+        },
+        Op::Linear(l) => {
+            let packed = x
+                .numel()
+                .checked_add(1)
+                .and_then(|n| n.checked_mul(l.out_features))
+                .ok_or_else(|| JitError::TooLarge(format!("`{}`: weights", node.name)))?;
+            byte_size(packed, &node.name)?;
+            Kernel::Linear {
+                inputs: x.numel(),
+                outputs: l.out_features,
+                m: 8,
+            }
+        }
+        Op::Softmax => Kernel::Softmax {
+            channels: x.channels(),
+            spatial: x.spatial(),
+        },
+        // A plain copy (dense NCHW flattening changes no value), so that
+        // every node owns the buffer the memory plan gives it.
+        Op::Flatten => Kernel::Gather {
+            channels: 1,
+            len: x.numel(),
+            inputs: 1,
+            activation: Act::None,
+        },
+        Op::Input(_) => {
+            return Err(JitError::Internal(format!(
+                "`{}` ({}) has no kernel",
+                node.name,
+                node.op.kind()
+            )))
+        }
+    })
+}
+
+/// An elementwise kernel over the planes of `x` (units: channels, so
+/// threads split it), or over one plane for flat tensors (batch norm keeps
+/// one value per feature there).
+fn elementwise(op: Elementwise, x: &Shape) -> Kernel {
+    let (channels, len) = match (x.rank(), op) {
+        (3, _) | (_, Elementwise::Affine) => (x.channels(), x.spatial()),
+        _ => (1, x.numel()),
+    };
+    Kernel::Elementwise { op, channels, len }
+}
+
+fn pool_window(
+    p: &Pool,
+    reduce: Reduce,
+    c: usize,
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+) -> Window {
+    Window {
+        reduce,
+        in_hw,
+        out_hw,
+        kernel: p.kernel,
+        stride: p.stride,
+        padding: p.padding,
+        dilation: [1, 1],
+        groups: c,
+        cin_g: 1,
+        cout_g: 1,
+        m: 1,
+        nv: if out_hw[1] >= 16 { 4 } else { 2 },
+        activation: Act::None,
+        residual: false,
+        overlap: true,
+        split_rows: false,
+    }
+}
+
+/// The row width a 1x1 convolution's plane of `len` pixels is split into:
+/// a divisor of `len` whose inputs (`cin_g` channels) fit in 24 KiB,
+/// at least 32 pixels; None when the plane is small (split by channel
+/// tiles instead) or has no such divisor.
+fn row_width(len: usize, cin_g: usize) -> Option<usize> {
+    if len < 128 {
+        return None;
+    }
+    let most = (24 * 1024 / 4 / cin_g.max(1)).min(256);
+    (32..=most.min(len))
+        .rev()
+        .find(|r| len.is_multiple_of(*r) && r.is_multiple_of(4))
+}

@@ -1,0 +1,84 @@
+//! The one place where target-specific choices are made: which ISA to
+//! generate code for, with which Cranelift settings, and which instructions
+//! the kernels may use (fused multiply-add).
+
+use std::sync::Arc;
+
+use cranelift_codegen::isa::{self, TargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+
+use crate::JitError;
+
+/// What the lowering needs to know about the target, derived from the ISA
+/// flags in [`Target::features`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Features {
+    /// Emit `fma` for multiply-adds. Only when the target executes it as
+    /// one instruction (x86-64 with AVX and FMA, AArch64 always); otherwise
+    /// Cranelift would call a slow `fmaf` libcall, so the kernels emit a
+    /// multiply and an add instead.
+    pub fma: bool,
+}
+
+/// A code generation target: the ISA with its settings, and the features
+/// the kernels use.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub isa: Arc<dyn TargetIsa>,
+    pub features: Features,
+}
+
+impl Target {
+    /// The machine this process runs on, with every ISA extension
+    /// Cranelift detects.
+    pub fn host() -> Result<Target, JitError> {
+        let isa_builder = cranelift_native::builder()
+            .map_err(|e| JitError::Target(format!("the host is not supported: {e}")))?;
+        Target::from_isa_builder(isa_builder)
+    }
+
+    /// A target from an ISA builder (the host's, or a cross target's).
+    pub fn from_isa_builder(isa_builder: isa::Builder) -> Result<Target, JitError> {
+        let mut flags = settings::builder();
+        let settings: [(&str, &str); 3] = [
+            ("opt_level", "none"),
+            // The generated code is never unwound through or debugged.
+            ("unwind_info", "false"),
+            (
+                "enable_verifier",
+                if cfg!(debug_assertions) {
+                    "true"
+                } else {
+                    "false"
+                },
+            ),
+        ];
+        for (name, value) in settings {
+            flags
+                .set(name, value)
+                .map_err(|e| JitError::Target(format!("setting {name}={value}: {e}")))?;
+        }
+        let isa = isa_builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| JitError::Target(e.to_string()))?;
+        let features = Features::of(&*isa);
+        Ok(Target { isa, features })
+    }
+}
+
+impl Features {
+    /// Reads the features from the ISA's flags.
+    fn of(isa: &dyn TargetIsa) -> Features {
+        let flag = |name: &str| {
+            isa.isa_flags()
+                .iter()
+                .any(|v| v.name == name && v.as_bool() == Some(true))
+        };
+        let fma = match isa.name() {
+            "x64" => flag("has_avx") && flag("has_fma"),
+            "aarch64" => true,
+            _ => false,
+        };
+        Features { fma }
+    }
+}

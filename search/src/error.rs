@@ -1,0 +1,110 @@
+//! The errors of the search driver.
+
+use std::path::PathBuf;
+
+use shufflekit_ir::spec::SpecError;
+
+/// Why a search could not be set up, run or its results read.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// A `--sweep` (or space file) entry is malformed: no `=`, an empty
+    /// value, a range with a bad step.
+    #[error("bad sweep `{text}`: {message}")]
+    BadSweep {
+        /// The text as given.
+        text: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A sweep, `--set` or `--match-budget` names a parameter the spec does
+    /// not declare.
+    #[error("unknown parameter `{name}` for spec `{spec}`; its parameters are: {known}")]
+    UnknownParam {
+        /// The name given.
+        name: String,
+        /// The spec's name.
+        spec: String,
+        /// The declared parameters, comma-separated.
+        known: String,
+    },
+    /// The configuration is inconsistent (a parameter swept twice, a
+    /// constraint without the evaluator it needs, a shard out of range...).
+    #[error("{0}")]
+    Config(String),
+    /// The space has more candidates than the driver accepts.
+    #[error("the search space has {count} candidates; at most {max} are allowed")]
+    SpaceTooLarge {
+        /// The number of candidates (saturated at `u64::MAX`).
+        count: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The spec could not be read or expanded with the base overrides.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A search space file could not be read or parsed.
+    #[error("search space file `{}`: {message}", path.display())]
+    SpaceFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong (with line and column when YAML says so).
+        message: String,
+    },
+    /// A results file or the output directory could not be read or written.
+    #[error("`{}`: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line of a results file is not a valid record.
+    #[error("{}:{line}: {message}", path.display())]
+    CorruptResults {
+        /// The results file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        message: String,
+    },
+    /// `--resume` was asked for but the results file was written by a
+    /// search with a different configuration.
+    #[error("`{}` was written by a different search ({difference}); use another --out directory or --force to start over", path.display())]
+    ResumeMismatch {
+        /// The results file.
+        path: PathBuf,
+        /// The first setting that differs.
+        difference: String,
+    },
+    /// The results file exists and neither resuming nor overwriting was asked.
+    #[error("`{}` already exists: pass --resume to continue that search or --force to start over", path.display())]
+    ResultsExist {
+        /// The results file.
+        path: PathBuf,
+    },
+    /// A worker thread pool could not be created.
+    #[error("cannot start worker threads: {0}")]
+    Threads(String),
+}
+
+/// Why one evaluator failed on one candidate. Recorded in the results; the
+/// search goes on with the next candidate.
+#[derive(Debug, thiserror::Error)]
+#[error("{evaluator}: {message}")]
+pub struct EvaluatorError {
+    /// The evaluator's name.
+    pub evaluator: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl EvaluatorError {
+    /// An error of the named evaluator.
+    pub fn new(evaluator: &str, message: impl Into<String>) -> Self {
+        EvaluatorError {
+            evaluator: evaluator.to_string(),
+            message: message.into(),
+        }
+    }
+}

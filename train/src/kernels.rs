@@ -1,0 +1,366 @@
+//! The numeric kernels of training: convolution forward and backward
+//! (im2col + `matrixmultiply::sgemm`, with a direct path for depthwise
+//! convolutions), pooling forward and backward.
+//!
+//! Every kernel works on one image at a time; the callers in
+//! [`crate::grad`] spread images over rayon tasks. Weight gradients are
+//! summed per fixed chunk of images and the chunks are then added in order,
+//! so the result does not depend on how many threads ran.
+
+use shufflekit_ir::ops::{Conv2d, Pool};
+
+/// Row and column strides of a matrix operand, in elements.
+#[derive(Clone, Copy)]
+pub(crate) struct Strides {
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Strides {
+    /// A row-major matrix with `cols` columns.
+    pub fn rows(cols: usize) -> Strides {
+        Strides { rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(cols: usize) -> Strides {
+        Strides { rs: 1, cs: cols }
+    }
+    fn last(self, r: usize, c: usize) -> usize {
+        if r == 0 || c == 0 {
+            0
+        } else {
+            (r - 1) * self.rs + (c - 1) * self.cs + 1
+        }
+    }
+}
+
+/// `c = a (m x k) * b (k x n) + beta * c`, every operand with its strides.
+/// The slices are checked to cover every element the strides address, so
+/// the call into `sgemm` stays in bounds.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    sa: Strides,
+    b: &[f32],
+    sb: Strides,
+    beta: f32,
+    c: &mut [f32],
+    sc: Strides,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        a.len() >= sa.last(m, k) && b.len() >= sb.last(k, n) && c.len() >= sc.last(m, n),
+        "gemm operands are smaller than their shapes"
+    );
+    // SAFETY: the assertion above shows every element `sgemm` reads
+    // (`a[i*rs + j*cs]` for i < m, j < k, and likewise for b) and writes
+    // (c for i < m, j < n) lies inside the slices; `c` is borrowed mutably
+    // and cannot alias `a` or `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            sa.rs as isize,
+            sa.cs as isize,
+            b.as_ptr(),
+            sb.rs as isize,
+            sb.cs as isize,
+            beta,
+            c.as_mut_ptr(),
+            sc.rs as isize,
+            sc.cs as isize,
+        );
+    }
+}
+
+/// The output positions `o` whose input position `o * stride + offset`
+/// lies in `0..len`, as `lo..hi`.
+fn valid_range(out_len: usize, stride: usize, offset: isize, len: usize) -> (usize, usize) {
+    let (s, n) = (stride as isize, len as isize);
+    let lo = if offset >= 0 {
+        0
+    } else {
+        (-offset + s - 1) / s
+    };
+    let hi = if n - 1 - offset < 0 {
+        0
+    } else {
+        (n - 1 - offset) / s + 1
+    };
+    let hi = hi.min(out_len as isize);
+    (lo.min(hi) as usize, hi as usize)
+}
+
+/// One kernel tap's contiguous run of output positions in one output row:
+/// output elements `out .. out + count` read input elements `input,
+/// input + step, ...`.
+#[derive(Clone, Copy)]
+struct Run {
+    tap: usize,
+    out: usize,
+    input: usize,
+    count: usize,
+}
+
+/// The geometry of one convolution plane: every tap's runs.
+pub(crate) struct ConvGeom {
+    runs: Vec<Run>,
+    /// Input step between consecutive outputs of a run (the column stride).
+    step: usize,
+    /// Kernel taps (`kh * kw`).
+    pub taps: usize,
+    /// Input plane size.
+    pub in_plane: usize,
+    /// Output plane size.
+    pub out_plane: usize,
+    /// 1x1, stride 1, no padding: the input plane is the column matrix.
+    pub pointwise: bool,
+}
+
+impl ConvGeom {
+    /// The runs of a convolution from `h x w` to `oh x ow`.
+    pub fn new(p: &Conv2d, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> ConvGeom {
+        let [kh, kw] = p.kernel;
+        let mut runs = Vec::new();
+        for ky in 0..kh {
+            let off_y = (ky * p.dilation[0]) as isize - p.padding[0] as isize;
+            let (y_lo, y_hi) = valid_range(oh, p.stride[0], off_y, h);
+            for kx in 0..kw {
+                let off_x = (kx * p.dilation[1]) as isize - p.padding[1] as isize;
+                let (x_lo, x_hi) = valid_range(ow, p.stride[1], off_x, w);
+                if x_lo >= x_hi {
+                    continue;
+                }
+                let ix0 = (x_lo as isize * p.stride[1] as isize + off_x) as usize;
+                for oy in y_lo..y_hi {
+                    let iy = (oy as isize * p.stride[0] as isize + off_y) as usize;
+                    runs.push(Run {
+                        tap: ky * kw + kx,
+                        out: oy * ow + x_lo,
+                        input: iy * w + ix0,
+                        count: x_hi - x_lo,
+                    });
+                }
+            }
+        }
+        ConvGeom {
+            runs,
+            step: p.stride[1],
+            taps: kh * kw,
+            in_plane: h * w,
+            out_plane: oh * ow,
+            pointwise: p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0],
+        }
+    }
+
+    /// Writes the column matrix of one image's `channels` input planes
+    /// (`channels * taps` rows of `out_plane` values) into `col`, whose rows
+    /// are `stride` apart, starting at column `at`.
+    pub fn im2col(&self, x: &[f32], channels: usize, col: &mut [f32], stride: usize, at: usize) {
+        for c in 0..channels {
+            let plane = &x[c * self.in_plane..(c + 1) * self.in_plane];
+            for t in 0..self.taps {
+                let row = (c * self.taps + t) * stride + at;
+                col[row..row + self.out_plane].fill(0.0);
+            }
+            for r in &self.runs {
+                let row = (c * self.taps + r.tap) * stride + at;
+                let dst = &mut col[row + r.out..][..r.count];
+                if self.step == 1 {
+                    dst.copy_from_slice(&plane[r.input..r.input + r.count]);
+                } else {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = plane[r.input + i * self.step];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a column matrix's gradient (laid out as [`ConvGeom::im2col`]
+    /// writes it) back onto one image's `channels` input planes.
+    pub fn col2im(&self, col: &[f32], channels: usize, dx: &mut [f32], stride: usize, at: usize) {
+        for c in 0..channels {
+            let plane = &mut dx[c * self.in_plane..(c + 1) * self.in_plane];
+            for r in &self.runs {
+                let row = (c * self.taps + r.tap) * stride + at;
+                let src = &col[row + r.out..][..r.count];
+                for (i, s) in src.iter().enumerate() {
+                    plane[r.input + i * self.step] += s;
+                }
+            }
+        }
+    }
+
+    /// Depthwise forward of one channel: `out += sum_tap w[tap] * x(shifted)`.
+    pub fn depthwise(&self, x: &[f32], w: &[f32], out: &mut [f32]) {
+        for r in &self.runs {
+            let wv = w[r.tap];
+            let dst = &mut out[r.out..r.out + r.count];
+            if self.step == 1 {
+                for (d, s) in dst.iter_mut().zip(&x[r.input..r.input + r.count]) {
+                    *d += wv * s;
+                }
+            } else {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d += wv * x[r.input + i * self.step];
+                }
+            }
+        }
+    }
+
+    /// Depthwise backward of one channel: adds to the input gradient and the
+    /// channel's weight gradient.
+    pub fn depthwise_back(&self, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], dw: &mut [f32]) {
+        for r in &self.runs {
+            let wv = w[r.tap];
+            let g = &dy[r.out..r.out + r.count];
+            let mut acc = 0.0f32;
+            if self.step == 1 {
+                let xs = &x[r.input..r.input + r.count];
+                let ds = &mut dx[r.input..r.input + r.count];
+                for ((d, &gv), &xv) in ds.iter_mut().zip(g).zip(xs) {
+                    *d += wv * gv;
+                    acc += gv * xv;
+                }
+            } else {
+                for (i, &gv) in g.iter().enumerate() {
+                    let at = r.input + i * self.step;
+                    dx[at] += wv * gv;
+                    acc += gv * x[at];
+                }
+            }
+            dw[r.tap] += acc;
+        }
+    }
+}
+
+/// One pooling window along one axis: real input cells `lo..hi` and the
+/// window's size clipped to input + padding (the divisor with padding).
+#[derive(Clone, Copy)]
+pub(crate) struct Window {
+    pub lo: usize,
+    pub hi: usize,
+    pub padded: usize,
+}
+
+/// The windows of a pooling op along one axis (PyTorch's rules, as the
+/// reference evaluator applies them).
+pub(crate) fn windows(p: &Pool, axis: usize, len: usize, out: usize) -> Vec<Window> {
+    (0..out)
+        .map(|o| {
+            let start = o as isize * p.stride[axis] as isize - p.padding[axis] as isize;
+            let end_padded =
+                (start + p.kernel[axis] as isize).min(len as isize + p.padding[axis] as isize);
+            let (lo, hi) = (start.max(0), end_padded.min(len as isize));
+            Window {
+                lo: lo as usize,
+                hi: hi.max(lo) as usize,
+                padded: (end_padded - start).max(0) as usize,
+            }
+        })
+        .collect()
+}
+
+/// Max pooling of one plane; records the flat input index of each maximum
+/// (the first one in row-major order; `u32::MAX` for an empty window).
+pub(crate) fn max_pool_plane(
+    x: &[f32],
+    w: usize,
+    rows: &[Window],
+    cols: &[Window],
+    out: &mut [f32],
+    arg: &mut [u32],
+) {
+    let ow = cols.len();
+    for (oy, ry) in rows.iter().enumerate() {
+        for (ox, rx) in cols.iter().enumerate() {
+            let mut best = f32::NEG_INFINITY;
+            let mut at = u32::MAX;
+            for y in ry.lo..ry.hi {
+                for xx in rx.lo..rx.hi {
+                    let v = x[y * w + xx];
+                    if at == u32::MAX || v > best || v.is_nan() && !best.is_nan() {
+                        best = v;
+                        at = (y * w + xx) as u32;
+                    }
+                }
+            }
+            out[oy * ow + ox] = best;
+            arg[oy * ow + ox] = at;
+        }
+    }
+}
+
+/// The divisor of an average-pooling window (0 for an empty window).
+pub(crate) fn avg_divisor(p: &Pool, ry: &Window, rx: &Window) -> f32 {
+    let real = (ry.hi - ry.lo) * (rx.hi - rx.lo);
+    if real == 0 {
+        0.0
+    } else if p.count_include_pad {
+        (ry.padded * rx.padded) as f32
+    } else {
+        real as f32
+    }
+}
+
+/// Average pooling of one plane.
+pub(crate) fn avg_pool_plane(
+    p: &Pool,
+    x: &[f32],
+    w: usize,
+    rows: &[Window],
+    cols: &[Window],
+    out: &mut [f32],
+) {
+    let ow = cols.len();
+    for (oy, ry) in rows.iter().enumerate() {
+        for (ox, rx) in cols.iter().enumerate() {
+            let d = avg_divisor(p, ry, rx);
+            out[oy * ow + ox] = if d == 0.0 {
+                0.0
+            } else {
+                let mut s = 0.0f32;
+                for y in ry.lo..ry.hi {
+                    for v in &x[y * w + rx.lo..y * w + rx.hi] {
+                        s += v;
+                    }
+                }
+                s / d
+            };
+        }
+    }
+}
+
+/// The backward of [`avg_pool_plane`]: each output's gradient, divided by
+/// its divisor, is added to every real input cell of its window.
+pub(crate) fn avg_pool_back_plane(
+    p: &Pool,
+    dy: &[f32],
+    w: usize,
+    rows: &[Window],
+    cols: &[Window],
+    dx: &mut [f32],
+) {
+    let ow = cols.len();
+    for (oy, ry) in rows.iter().enumerate() {
+        for (ox, rx) in cols.iter().enumerate() {
+            let d = avg_divisor(p, ry, rx);
+            if d == 0.0 {
+                continue;
+            }
+            let g = dy[oy * ow + ox] / d;
+            for y in ry.lo..ry.hi {
+                for v in &mut dx[y * w + rx.lo..y * w + rx.hi] {
+                    *v += g;
+                }
+            }
+        }
+    }
+}
