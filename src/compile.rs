@@ -50,11 +50,16 @@ pub struct CompileArgs {
     /// Add each node's spec location to the printed graph.
     #[arg(long)]
     pub locations: bool,
+    #[command(flatten)]
+    pub aot: crate::aot::AotArgs,
 }
 
 /// Runs `shufflekit compile`.
 pub fn compile(args: &CompileArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let graph = crate::load(&args.spec)?;
+    if args.aot.output.is_some() {
+        return crate::aot::write_object(&graph, &args.aot, out);
+    }
     let dump = DumpOptions {
         locations: args.locations,
     };
@@ -112,7 +117,8 @@ pub fn compile(args: &CompileArgs, out: &mut impl Write) -> anyhow::Result<()> {
                 shufflekit_jit::Emit::Asm
             };
             let options = shufflekit_jit::CompileOptions::default();
-            write!(out, "{}", shufflekit_jit::emit(&module.graph, what, &options)?)?;
+            let code = shufflekit_jit::emit(&module.graph, what, &options)?;
+            write!(out, "{code}")?;
         }
         Emit::Ir => unreachable!("handled above"),
     }

@@ -1,5 +1,6 @@
 //! The `shufflekit` command line.
 
+mod aot;
 mod bench;
 mod compile;
 mod diag;

@@ -118,12 +118,17 @@ mod tests {
     #[test]
     fn a_cycle_is_reported() {
         let mut g = Graph::new("t");
-        let x = g.add(Op::Input(Shape::chw(3, 8, 8)), "input", &[], None).unwrap();
+        let x = g
+            .add(Op::Input(Shape::chw(3, 8, 8)), "input", &[], None)
+            .unwrap();
         let a = g.add(Op::Relu, "a", &[x], None).unwrap();
         let b = g.add(Op::Relu, "b", &[a], None).unwrap();
         g.set_inputs(a, &[b]);
         let errors = verify(&g).unwrap_err();
-        assert!(errors.iter().any(|e| e.message.contains("cycle")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.message.contains("cycle")),
+            "{errors:?}"
+        );
         assert!(g.sort_topologically().is_err());
     }
 

@@ -36,11 +36,13 @@
 mod codegen;
 mod lower;
 mod model;
+mod object;
 mod pack;
 mod plan;
 mod target;
 
 pub use model::{CompileOptions, CompileStats, LayerInfo, Model};
+pub use object::{compile_object, ObjectFile, ObjectOptions, OBJECT_TARGETS};
 
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::Graph;

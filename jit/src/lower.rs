@@ -738,12 +738,19 @@ fn window_block(
                             for (j, accj) in acc.iter_mut().enumerate() {
                                 let woff =
                                     uu as i64 * ic_bytes + (((ky * kw + kx) * mt + j) * 4) as i64;
+                                // With several channels a fresh broadcast
+                                // per multiply-add: x86 folds the load into
+                                // `vbroadcastss` and the FMA overwrites that
+                                // register (its tied operand), so no copies
+                                // are needed. One channel (depthwise) is
+                                // bound by loads instead: one broadcast,
+                                // copied by register moves.
+                                let shared = (mt == 1).then(|| g.bcast(ty, wic, woff));
                                 for (a, &x) in accj.iter_mut().zip(&xs) {
-                                    // A fresh broadcast per multiply-add: x86
-                                    // folds the load into `vbroadcastss` and
-                                    // the FMA overwrites that register (its
-                                    // tied operand), so no copies are needed.
-                                    let wv = g.bcast(ty, wic, woff);
+                                    let wv = match shared {
+                                        Some(wv) => wv,
+                                        None => g.bcast(ty, wic, woff),
+                                    };
                                     *a = g.mac(wv, x, *a);
                                 }
                             }

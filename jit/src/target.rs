@@ -9,6 +9,9 @@ use cranelift_codegen::settings::{self, Configurable};
 
 use crate::JitError;
 
+/// The triples [`Target::for_object`] accepts besides `host`.
+pub const OBJECT_TARGETS: [&str; 2] = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"];
+
 /// What the lowering needs to know about the target, derived from the ISA
 /// flags in [`Target::features`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,40 @@ impl Target {
 
     /// A target from an ISA builder (the host's, or a cross target's).
     pub fn from_isa_builder(isa_builder: isa::Builder) -> Result<Target, JitError> {
+        Target::with_flags(isa_builder, &[])
+    }
+
+    /// A target for an object file: `host`, or one of the triples in
+    /// [`OBJECT_TARGETS`]. Cross targets get a portable baseline
+    /// (x86-64: SSE4.2, no AVX, so no FMA; AArch64: NEON, which always has
+    /// `fmla`). Object code is position-independent.
+    pub fn for_object(name: &str) -> Result<Target, JitError> {
+        let pic = [("is_pic", "true")];
+        if name == "host" {
+            let builder = cranelift_native::builder()
+                .map_err(|e| JitError::Target(format!("the host is not supported: {e}")))?;
+            return Target::with_flags(builder, &pic);
+        }
+        if !OBJECT_TARGETS.contains(&name) {
+            return Err(JitError::Target(format!(
+                "unsupported target `{name}`: expected one of host, {}",
+                OBJECT_TARGETS.join(", ")
+            )));
+        }
+        let mut builder = isa::lookup_by_name(name)
+            .map_err(|e| JitError::Target(format!("target `{name}`: {e}")))?;
+        if name.starts_with("x86_64") {
+            for flag in ["has_sse3", "has_ssse3", "has_sse41", "has_sse42"] {
+                builder
+                    .enable(flag)
+                    .map_err(|e| JitError::Target(format!("enabling {flag}: {e}")))?;
+            }
+        }
+        Target::with_flags(builder, &pic)
+    }
+
+    /// A target from an ISA builder with extra shared settings.
+    fn with_flags(isa_builder: isa::Builder, extra: &[(&str, &str)]) -> Result<Target, JitError> {
         let mut flags = settings::builder();
         let settings: [(&str, &str); 3] = [
             ("opt_level", "none"),
@@ -53,7 +90,7 @@ impl Target {
                 },
             ),
         ];
-        for (name, value) in settings {
+        for &(name, value) in settings.iter().chain(extra) {
             flags
                 .set(name, value)
                 .map_err(|e| JitError::Target(format!("setting {name}={value}: {e}")))?;

@@ -132,6 +132,11 @@ pub fn render(
     // Score vs cost, one chart per score.
     for (m, dir, label) in [
         (
+            shufflekit_search::train::train_metric::ACCURACY,
+            Direction::Max,
+            "test accuracy after training on the proxy task (higher is better)",
+        ),
+        (
             metric::NASWOT,
             Direction::Max,
             "NASWOT score (higher is better)",

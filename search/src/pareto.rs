@@ -71,7 +71,10 @@ pub fn default_objectives(records: &[Record]) -> Vec<Objective> {
 /// published error, else none.
 pub fn primary_score(records: &[Record]) -> Option<Objective> {
     let has = |m: &str| records.iter().any(|r| r.metric(m).is_some());
-    if has(metric::NASWOT) {
+    // A measured accuracy outranks a training-free guess, which outranks nothing.
+    if has(crate::train::train_metric::ACCURACY) {
+        Some(Objective::new(crate::train::train_metric::ACCURACY, Direction::Max))
+    } else if has(metric::NASWOT) {
         Some(Objective::new(metric::NASWOT, Direction::Max))
     } else if has(metric::PAPER_ERROR) {
         Some(Objective::new(metric::PAPER_ERROR, Direction::Min))

@@ -7,7 +7,9 @@
 //! when the spec has it) and trained with `shufflekit_train` (the code
 //! `shufflekit train` runs); its budget and MFLOPs stay those of the
 //! deployment network the driver costed. The dataset is loaded once and
-//! shared by every candidate.
+//! shared by every candidate. A candidate with `shuffle=false` is also
+//! trained with `shuffle=true` (same seed and widths), so a search run with
+//! `--set shuffle=false` measures the paper's Table 3 ablation by itself.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,6 +41,11 @@ pub mod train_metric {
     pub const PROXY_MFLOPS: &str = "train_proxy_mflops";
     /// Prefix of the per-epoch test accuracies (`train_accuracy_epoch1`...).
     pub const EPOCH_PREFIX: &str = "train_accuracy_epoch";
+    /// Test accuracy of the same candidate with `shuffle=true`, measured
+    /// alongside a `shuffle=false` candidate (the ablation's other column).
+    pub const ACCURACY_SHUFFLED: &str = "train_accuracy_with_shuffle";
+    /// Test error of the same candidate with `shuffle=true`.
+    pub const ERROR_SHUFFLED: &str = "train_error_with_shuffle";
     /// Note: the overrides the candidate was trained with (`k=v,...`).
     pub const OVERRIDES: &str = "train_overrides";
     /// Note: what the proxy task changed and both input sizes.
@@ -95,6 +102,23 @@ impl TrainEvaluator {
     }
 }
 
+impl TrainEvaluator {
+    fn train_once(&self, graph: &shufflekit_ir::Graph, seed: u64) -> Result<Trainer, String> {
+        let config = TrainConfig {
+            epochs: self.options.epochs,
+            batch: self.options.batch,
+            lr: self.options.lr,
+            seed,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(graph, &self.split, config).map_err(|e| e.to_string())?;
+        trainer
+            .fit(&self.split, &mut |_| {}, &mut |_| Ok(true))
+            .map_err(|e| e.to_string())?;
+        Ok(trainer)
+    }
+}
+
 impl Evaluator for TrainEvaluator {
     fn name(&self) -> &str {
         "train"
@@ -124,19 +148,8 @@ impl Evaluator for TrainEvaluator {
             .spec
             .build(&overrides)
             .map_err(|e| err(format!("adapting to `{}`: {e}", self.split.name)))?;
-        let config = TrainConfig {
-            epochs: self.options.epochs,
-            batch: self.options.batch,
-            lr: self.options.lr,
-            seed: ctx.seed,
-            ..TrainConfig::default()
-        };
         let start = Instant::now();
-        let mut trainer =
-            Trainer::new(&graph, &self.split, config).map_err(|e| err(e.to_string()))?;
-        trainer
-            .fit(&self.split, &mut |_| {}, &mut |_| Ok(true))
-            .map_err(|e| err(e.to_string()))?;
+        let trainer = self.train_once(&graph, ctx.seed).map_err(err)?;
         let seconds = start.elapsed().as_secs_f64();
         let history = &trainer.history().epochs;
         let last = history
@@ -148,13 +161,51 @@ impl Evaluator for TrainEvaluator {
         m.set(train_metric::ERROR, 100.0 - last.test_accuracy);
         m.set(train_metric::LOSS, last.train_loss);
         m.set(train_metric::TEST_LOSS, last.test_loss);
-        m.set(train_metric::SECONDS, seconds);
+        m.set(
+            train_metric::SECONDS,
+            start.elapsed().as_secs_f64().max(seconds),
+        );
         m.set(train_metric::PROXY_MFLOPS, proxy_cost.macs as f64 / 1e6);
         for s in history {
             m.set(
                 &format!("{}{}", train_metric::EPOCH_PREFIX, s.epoch),
                 s.test_accuracy,
             );
+        }
+        // The shuffle ablation: a `shuffle=false` candidate is also trained
+        // with `shuffle=true` (same seed), unless both build the same
+        // network (one group has no shuffle).
+        let no_shuffle = ctx.spec.param_names().contains(&"shuffle")
+            && ctx
+                .overrides
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "shuffle")
+                .is_some_and(|(_, v)| v == "false");
+        if no_shuffle {
+            let mut with: Vec<(String, String)> = overrides
+                .iter()
+                .filter(|(k, _)| k != "shuffle")
+                .cloned()
+                .collect();
+            with.push(("shuffle".into(), "true".into()));
+            let shuffled = ctx
+                .spec
+                .build(&with)
+                .map_err(|e| err(format!("building the shuffle=true counterpart: {e}")))?;
+            let dump = |g: &shufflekit_ir::Graph| shufflekit_ir::text::dump(g, Default::default());
+            let acc = if dump(&shuffled) == dump(&graph) {
+                last.test_accuracy
+            } else {
+                let t = self.train_once(&shuffled, ctx.seed).map_err(err)?;
+                t.history()
+                    .epochs
+                    .last()
+                    .map(|s| s.test_accuracy)
+                    .ok_or_else(|| err("no epoch was run".into()))?
+            };
+            m.set(train_metric::ACCURACY_SHUFFLED, acc);
+            m.set(train_metric::ERROR_SHUFFLED, 100.0 - acc);
         }
         m.note(
             train_metric::OVERRIDES,
@@ -308,20 +359,26 @@ pub fn training_section(records: &[Record]) -> Option<String> {
     if !no_shuffle.is_empty() {
         let _ = writeln!(
             s,
-            "\n### Shuffle ablation (the paper's Table 3 style)\n\nTest error % after training, with and without channel shuffle:\n\n| variant | with shuffle | without shuffle | difference |\n|---|---|---|---|"
+            "\n### Shuffle ablation (the paper's Table 3 style)\n\nTest error % after the same training, with and without channel shuffle (same seed, same budget-matched widths):\n\n| variant | with shuffle | without shuffle | difference |\n|---|---|---|---|"
         );
         let mut keys: Vec<String> = no_shuffle.iter().map(|r| key(r)).collect();
         keys.sort();
         keys.dedup();
         for k in keys {
             let err_of = |shuffle: bool| {
-                trained
-                    .iter()
-                    .find(|r| {
+                let find = |no_shuffle: bool| {
+                    trained.iter().find(|r| {
                         key(r) == k
-                            && (override_of(r, "shuffle").as_deref() == Some("false")) != shuffle
+                            && (override_of(r, "shuffle").as_deref() == Some("false")) == no_shuffle
                     })
-                    .and_then(|r| r.metric(train_metric::ERROR))
+                };
+                if shuffle {
+                    find(false)
+                        .and_then(|r| r.metric(train_metric::ERROR))
+                        .or_else(|| find(true).and_then(|r| r.metric(train_metric::ERROR_SHUFFLED)))
+                } else {
+                    find(true).and_then(|r| r.metric(train_metric::ERROR))
+                }
             };
             let (with, without) = (err_of(true), err_of(false));
             let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
@@ -412,6 +469,55 @@ pub fn write_training_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(id: &str, groups: i64, overrides: &str, values: &[(&str, f64)]) -> Record {
+        Record {
+            index: groups as u64,
+            id: id.into(),
+            params: [("groups".to_string(), crate::space::ParamValue::Int(groups))]
+                .into_iter()
+                .collect(),
+            status: Status::Ok,
+            metrics: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            info: [(train_metric::OVERRIDES.to_string(), overrides.to_string())]
+                .into_iter()
+                .collect(),
+            violations: Vec::new(),
+            error: None,
+            matched: None,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn training_section_has_the_ablation_and_the_correlation() {
+        assert!(training_section(&[]).is_none());
+        let r = |g: i64, acc: f64, with: f64, naswot: f64| {
+            record(
+                &format!("groups={g}"),
+                g,
+                &format!("shuffle=false,groups={g}"),
+                &[
+                    (metric::MFLOPS, 30.0 + g as f64),
+                    (metric::NASWOT, naswot),
+                    (train_metric::ACCURACY, acc),
+                    (train_metric::ERROR, 100.0 - acc),
+                    (train_metric::ERROR_SHUFFLED, 100.0 - with),
+                    (&format!("{}1", train_metric::EPOCH_PREFIX), acc - 5.0),
+                ],
+            )
+        };
+        let md = training_section(&[
+            r(2, 95.0, 96.0, 1.0),
+            r(3, 94.0, 96.5, 2.0),
+            r(8, 93.0, 97.0, 3.0),
+        ])
+        .unwrap();
+        assert!(md.contains("| groups=3 (no shuffle) | 33.00 |"), "{md}");
+        assert!(md.contains("### Shuffle ablation"), "{md}");
+        assert!(md.contains("| groups=8 | 3.00 | 7.00 | +4.00 |"), "{md}");
+        assert!(md.contains("correlation between the NASWOT proxy score and the trained accuracy: -1.000 over 3"), "{md}");
+    }
 
     #[test]
     fn spearman_of_known_rankings() {

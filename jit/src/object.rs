@@ -1,0 +1,498 @@
+//! Ahead-of-time compilation: the same kernels as the JIT, linked into a
+//! relocatable object file with cranelift-object instead of executable
+//! memory, plus a C header.
+//!
+//! The object exports `<name>_run_with_weights(input, output, arena, batch,
+//! weights)`, which runs every layer kernel in order over its full unit
+//! range, one image after the other, single-threaded, then copies the
+//! output value out of the arena. With embedded weights it also exports
+//! `<name>_run(input, output, arena, batch)`, which passes the embedded
+//! data object. Nothing in the object calls libc or allocates.
+
+use cranelift_codegen::ir::types::{F32, I64};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind,
+};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, Linkage, Module};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+use shufflekit_ir::weights::Weights;
+use shufflekit_ir::Graph;
+
+use crate::codegen::{self, Kernels};
+use crate::model::plan_checked;
+use crate::plan::{Plan, Storage};
+use crate::target::Target;
+use crate::{pack, CompileOptions, JitError};
+
+pub use crate::target::OBJECT_TARGETS;
+
+/// Alignment (in floats) of each layer's packed parameters in the blob.
+const PACK_ALIGN: usize = 16;
+
+/// How to build an object file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectOptions {
+    /// `host`, `x86_64-unknown-linux-gnu` or `aarch64-unknown-linux-gnu`.
+    pub target: String,
+    /// The C identifier prefixing the exported symbols (default: the
+    /// graph's name, sanitised).
+    pub name: Option<String>,
+    /// Embed the packed weights as a data object (else the caller passes
+    /// them, see [`ObjectFile::weights`]).
+    pub embed_weights: bool,
+}
+
+impl Default for ObjectOptions {
+    fn default() -> Self {
+        ObjectOptions {
+            target: "host".into(),
+            name: None,
+            embed_weights: true,
+        }
+    }
+}
+
+/// A compiled object with its header.
+#[derive(Debug, Clone)]
+pub struct ObjectFile {
+    /// The relocatable object (ELF).
+    pub object: Vec<u8>,
+    /// The C header declaring the entry points and shapes.
+    pub header: String,
+    /// The packed weights blob, little-endian `f32` (what `_run` embeds,
+    /// and what `_run_with_weights` expects).
+    pub weights: Vec<u8>,
+    /// The symbol prefix.
+    pub name: String,
+    /// Arena bytes the caller provides per image.
+    pub arena_bytes: usize,
+    /// Floats of input per image.
+    pub input_len: usize,
+    /// Floats of output per image.
+    pub output_len: usize,
+    /// Whether the kernels use fused multiply-add.
+    pub fma: bool,
+}
+
+/// A C identifier from a graph name.
+fn c_identifier(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert_str(0, "model_");
+    }
+    s
+}
+
+fn module_err(e: impl std::fmt::Display) -> JitError {
+    JitError::Codegen(e.to_string())
+}
+
+/// Compiles a graph (usually optimised, see [`crate::optimize`]) and its
+/// weights into an object file for `options.target`.
+pub fn compile_object(
+    graph: &Graph,
+    weights: &Weights,
+    options: &ObjectOptions,
+) -> Result<ObjectFile, JitError> {
+    let name = match &options.name {
+        Some(n) => {
+            if c_identifier(n) != *n {
+                return Err(JitError::Options(format!(
+                    "`{n}` is not a C identifier (letters, digits and `_`, not starting with a digit)"
+                )));
+            }
+            n.clone()
+        }
+        None => c_identifier(&graph.name),
+    };
+    let target = Target::for_object(&options.target)?;
+    weights
+        .check(graph)
+        .map_err(|e| JitError::Weights(e.to_string()))?;
+    let plan = plan_checked(graph, &CompileOptions::default())?;
+    let kernels = Kernels::of(&plan);
+    let code = codegen::compile(kernels.functions(&target), &target, false)?;
+
+    // The packed weights, each layer aligned.
+    let mut offsets = Vec::with_capacity(plan.layers.len());
+    let mut blob: Vec<f32> = Vec::new();
+    for layer in &plan.layers {
+        let p = pack::pack(graph, weights, layer)?;
+        if p.len() != pack::packed_len(layer) {
+            return Err(JitError::Internal(format!(
+                "`{}`: packed {} values, the kernel reads {}",
+                layer.name,
+                p.len(),
+                pack::packed_len(layer)
+            )));
+        }
+        offsets.push(blob.len());
+        blob.extend_from_slice(&p);
+        blob.resize(blob.len().next_multiple_of(PACK_ALIGN), 0.0);
+    }
+    let weight_bytes: Vec<u8> = blob
+        .iter()
+        .flat_map(|v| v.to_bits().to_le_bytes())
+        .collect();
+
+    let builder = ObjectBuilder::new(
+        target.isa.clone(),
+        name.clone(),
+        cranelift_module::default_libcall_names(),
+    )
+    .map_err(module_err)?;
+    let mut module = ObjectModule::new(builder);
+    let call_conv = target.isa.default_call_conv();
+    let frontend = target.isa.frontend_config();
+    let kernel_sig = crate::lower::signature(call_conv);
+    let mut kernel_ids = Vec::with_capacity(code.len());
+    for (i, c) in code.iter().enumerate() {
+        let id = module
+            .declare_function(&format!("{name}_kernel{i}"), Linkage::Local, &kernel_sig)
+            .map_err(module_err)?;
+        module
+            .define_function_bytes(id, c.alignment, &c.bytes, &[])
+            .map_err(module_err)?;
+        kernel_ids.push(id);
+    }
+
+    // `<name>_run_with_weights`.
+    let mut run_w_sig = Signature::new(call_conv);
+    for _ in 0..5 {
+        run_w_sig.params.push(AbiParam::new(I64));
+    }
+    let run_w = module
+        .declare_function(
+            &format!("{name}_run_with_weights"),
+            Linkage::Export,
+            &run_w_sig,
+        )
+        .map_err(module_err)?;
+    let mut ctx = Context::new();
+    ctx.func.signature = run_w_sig.clone();
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let refs: Vec<_> = kernel_ids
+            .iter()
+            .map(|&id| module.declare_func_in_func(id, b.func))
+            .collect();
+        build_entry(&mut b, &plan, &kernels, &refs, &offsets);
+        b.finalize(frontend);
+    }
+    module
+        .define_function(run_w, &mut ctx)
+        .map_err(module_err)?;
+    module.clear_context(&mut ctx);
+
+    if options.embed_weights {
+        let data = module
+            .declare_data(&format!("{name}_weights"), Linkage::Local, false, false)
+            .map_err(module_err)?;
+        let mut desc = DataDescription::new();
+        // An empty blob still needs an address.
+        let mut bytes = weight_bytes.clone();
+        if bytes.is_empty() {
+            bytes.resize(PACK_ALIGN * 4, 0);
+        }
+        desc.define(bytes.into_boxed_slice());
+        desc.set_align(64);
+        module.define_data(data, &desc).map_err(module_err)?;
+
+        let mut run_sig = Signature::new(call_conv);
+        for _ in 0..4 {
+            run_sig.params.push(AbiParam::new(I64));
+        }
+        let run = module
+            .declare_function(&format!("{name}_run"), Linkage::Export, &run_sig)
+            .map_err(module_err)?;
+        ctx.func.signature = run_sig;
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let callee = module.declare_func_in_func(run_w, b.func);
+            let gv = module.declare_data_in_func(data, b.func);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let mut args = b.block_params(entry).to_vec();
+            args.push(b.ins().symbol_value(I64, gv));
+            b.ins().call(callee, &args);
+            b.ins().return_(&[]);
+            b.seal_all_blocks();
+            b.finalize(frontend);
+        }
+        module.define_function(run, &mut ctx).map_err(module_err)?;
+        module.clear_context(&mut ctx);
+    }
+
+    let object = module.finish().emit().map_err(module_err)?;
+    let input_len = plan.input_shape.dims().iter().product();
+    let output_len = plan.values[plan.output].len;
+    let arena_bytes = plan.arena_len * 4;
+    let header = header(&name, &plan, arena_bytes, options, &target);
+    Ok(ObjectFile {
+        object,
+        header,
+        weights: weight_bytes,
+        name,
+        arena_bytes,
+        input_len,
+        output_len,
+        fma: target.features.fma,
+    })
+}
+
+/// The body of `run_with_weights(input, output, arena, batch, weights)`.
+fn build_entry(
+    b: &mut FunctionBuilder,
+    plan: &Plan,
+    kernels: &Kernels,
+    refs: &[cranelift_codegen::ir::FuncRef],
+    offsets: &[usize],
+) {
+    let mem = MemFlagsData::new().with_notrap();
+    let max_slots = plan
+        .layers
+        .iter()
+        .map(|l| l.inputs.len() + 2)
+        .max()
+        .unwrap_or(2);
+    let slot = b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (max_slots * 8) as u32,
+        3,
+    ));
+    let entry = b.create_block();
+    let header = b.create_block();
+    let body = b.create_block();
+    let copy = b.create_block();
+    let next = b.create_block();
+    let exit = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.append_block_param(header, I64);
+    b.append_block_param(copy, I64);
+    let p = b.block_params(entry).to_vec();
+    let (input, output, arena, batch, weights) = (p[0], p[1], p[2], p[3], p[4]);
+    b.switch_to_block(entry);
+    let zero = b.ins().iconst(I64, 0);
+    b.ins().jump(header, &[BlockArg::Value(zero)]);
+
+    // header(img): img < batch ? body : exit
+    b.switch_to_block(header);
+    let img = b.block_params(header)[0];
+    let more = b.ins().icmp(
+        cranelift_codegen::ir::condcodes::IntCC::UnsignedLessThan,
+        img,
+        batch,
+    );
+    b.ins().brif(more, body, &[], exit, &[]);
+
+    b.switch_to_block(body);
+    let in_len: usize = plan.input_shape.dims().iter().product();
+    let in_base = {
+        let off = b.ins().imul_imm_u(img, (in_len * 4) as i64);
+        b.ins().iadd(input, off)
+    };
+    let arena_base = {
+        let off = b.ins().imul_imm_u(img, (plan.arena_len * 4) as i64);
+        b.ins().iadd(arena, off)
+    };
+    let value_ptr = |b: &mut FunctionBuilder, v: usize| match plan.values[v].storage {
+        Storage::Input => in_base,
+        Storage::Arena(off) => b.ins().iadd_imm_s(arena_base, (off * 4) as i64),
+    };
+    for (li, layer) in plan.layers.iter().enumerate() {
+        let mut ptrs = vec![value_ptr(b, layer.output)];
+        for &i in &layer.inputs {
+            ptrs.push(value_ptr(b, i));
+        }
+        ptrs.push(b.ins().iadd_imm_s(weights, (offsets[li] * 4) as i64));
+        for (k, ptr) in ptrs.into_iter().enumerate() {
+            b.ins().stack_store(I64, ptr, slot, (k * 8) as i32);
+        }
+        let table = b.ins().stack_addr(I64, slot, 0);
+        let lo = b.ins().iconst(I64, 0);
+        let hi = b.ins().iconst(I64, layer.units as i64);
+        b.ins().call(refs[kernels.of_layer[li]], &[table, lo, hi]);
+    }
+    // Copy the output value to `output + img * out_len`.
+    let out_len = plan.values[plan.output].len;
+    let src = value_ptr(b, plan.output);
+    let dst = {
+        let off = b.ins().imul_imm_u(img, (out_len * 4) as i64);
+        b.ins().iadd(output, off)
+    };
+    b.ins().jump(copy, &[BlockArg::Value(zero)]);
+
+    // copy(i): i < out_len ? (dst[i] = src[i]; copy(i + 1)) : next
+    b.switch_to_block(copy);
+    let i = b.block_params(copy)[0];
+    let copy_body = b.create_block();
+    let more = b.ins().icmp_imm_s(
+        cranelift_codegen::ir::condcodes::IntCC::UnsignedLessThan,
+        i,
+        out_len as i64,
+    );
+    b.ins().brif(more, copy_body, &[], next, &[]);
+    b.switch_to_block(copy_body);
+    let byte = b.ins().ishl_imm_u(i, 2);
+    let from = b.ins().iadd(src, byte);
+    let to = b.ins().iadd(dst, byte);
+    let v = b.ins().load(F32, mem, from, 0);
+    b.ins().store(mem, v, to, 0);
+    let i1 = b.ins().iadd_imm_s(i, 1);
+    b.ins().jump(copy, &[BlockArg::Value(i1)]);
+
+    b.switch_to_block(next);
+    let img1 = b.ins().iadd_imm_s(img, 1);
+    b.ins().jump(header, &[BlockArg::Value(img1)]);
+
+    b.switch_to_block(exit);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+}
+
+/// The C header of an object.
+fn header(
+    name: &str,
+    plan: &Plan,
+    arena_bytes: usize,
+    options: &ObjectOptions,
+    target: &Target,
+) -> String {
+    let up = name.to_ascii_uppercase();
+    let dims = |d: &[usize]| {
+        d.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let in_dims = plan.input_shape.dims();
+    let out_dims = plan.output_shape.dims();
+    let in_len: usize = in_dims.iter().product();
+    let out_len = plan.values[plan.output].len;
+    let version = env!("CARGO_PKG_VERSION");
+    let mut h = format!(
+        "/* {name}: generated by shufflekit {version} for {triple}. Do not edit.\n\
+         \x20*\n\
+         \x20* All tensors are dense float32, NCHW, batch first. The caller provides\n\
+         \x20* an arena of {up}_ARENA_BYTES bytes per image (4-byte aligned; 64 is\n\
+         \x20* best); the object calls no libc function and never allocates. Calls\n\
+         \x20* on different arenas may run on different threads.\n\
+         \x20*/\n\
+         #ifndef SHUFFLEKIT_{up}_H\n\
+         #define SHUFFLEKIT_{up}_H\n\n\
+         #include <stddef.h>\n\n\
+         #define {up}_VERSION \"shufflekit {version}\"\n\
+         #define {up}_TARGET \"{triple}\"\n\
+         #define {up}_INPUT_RANK {in_rank}\n\
+         #define {up}_INPUT_SHAPE {{{in_shape}}}\n\
+         #define {up}_INPUT_SIZE {in_len} /* floats per image */\n\
+         #define {up}_OUTPUT_RANK {out_rank}\n\
+         #define {up}_OUTPUT_SHAPE {{{out_shape}}}\n\
+         #define {up}_OUTPUT_SIZE {out_len} /* floats per image */\n\
+         #define {up}_ARENA_BYTES {arena} /* per image */\n\
+         #define {up}_WEIGHTS_BYTES {wbytes}\n\
+         #define {up}_EMBEDDED_WEIGHTS {embedded}\n\n\
+         #ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n",
+        triple = target.isa.triple(),
+        in_rank = in_dims.len(),
+        in_shape = dims(in_dims),
+        out_rank = out_dims.len(),
+        out_shape = dims(out_dims),
+        arena = arena_bytes.max(1),
+        wbytes = plan
+            .layers
+            .iter()
+            .map(|l| pack::packed_len(l).next_multiple_of(PACK_ALIGN) * 4)
+            .sum::<usize>(),
+        embedded = u8::from(options.embed_weights),
+    );
+    if options.embed_weights {
+        h.push_str(&format!(
+            "/* Runs `batch` images: input [batch, {in_len}] -> output [batch, {out_len}],\n   \
+             arena of batch * {up}_ARENA_BYTES bytes, with the embedded weights. */\n\
+             void {name}_run(const float *input, float *output, void *arena, size_t batch);\n\n"
+        ));
+    }
+    h.push_str(&format!(
+        "/* The same with the packed weights blob passed by pointer (the .weights\n   \
+         file `shufflekit compile` writes; {up}_WEIGHTS_BYTES bytes, 4-byte aligned). */\n\
+         void {name}_run_with_weights(const float *input, float *output, void *arena,\n    \
+         size_t batch, const void *weights);\n\n\
+         #ifdef __cplusplus\n}}\n#endif\n\n\
+         /* Generic names, for programs written against any model. */\n\
+         #ifndef SHUFFLEKIT_NO_GENERIC_NAMES\n\
+         #define SHUFFLEKIT_MODEL_NAME \"{name}\"\n\
+         #define SHUFFLEKIT_MODEL_VERSION {up}_VERSION\n\
+         #define SHUFFLEKIT_MODEL_INPUT_RANK {up}_INPUT_RANK\n\
+         #define SHUFFLEKIT_MODEL_INPUT_SHAPE {up}_INPUT_SHAPE\n\
+         #define SHUFFLEKIT_MODEL_INPUT_SIZE {up}_INPUT_SIZE\n\
+         #define SHUFFLEKIT_MODEL_OUTPUT_SIZE {up}_OUTPUT_SIZE\n\
+         #define SHUFFLEKIT_MODEL_ARENA_BYTES {up}_ARENA_BYTES\n\
+         #define SHUFFLEKIT_MODEL_WEIGHTS_BYTES {up}_WEIGHTS_BYTES\n\
+         #define SHUFFLEKIT_MODEL_EMBEDDED_WEIGHTS {up}_EMBEDDED_WEIGHTS\n\
+         #define SHUFFLEKIT_MODEL_RUN_WITH_WEIGHTS {name}_run_with_weights\n"
+    ));
+    if options.embed_weights {
+        h.push_str(&format!("#define SHUFFLEKIT_MODEL_RUN {name}_run\n"));
+    }
+    h.push_str(&format!("#endif\n\n#endif /* SHUFFLEKIT_{up}_H */\n"));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shufflekit_ir::ops::Op;
+    use shufflekit_ir::weights::InitOptions;
+    use shufflekit_ir::Shape;
+
+    fn two_inputs() -> Graph {
+        let mut g = Graph::new("two inputs");
+        let a = g
+            .add(Op::Input(Shape::chw(2, 4, 4)), "a", &[], None)
+            .unwrap();
+        let b = g
+            .add(Op::Input(Shape::chw(2, 4, 4)), "b", &[], None)
+            .unwrap();
+        g.add(Op::Add, "sum", &[a, b], None).unwrap();
+        g
+    }
+
+    #[test]
+    fn unsupported_graphs_targets_and_names_are_errors() {
+        let g = two_inputs();
+        let w = Weights::init(&g, &InitOptions::default());
+        for target in OBJECT_TARGETS {
+            let options = ObjectOptions {
+                target: target.into(),
+                ..ObjectOptions::default()
+            };
+            let e = compile_object(&g, &w, &options).unwrap_err();
+            assert!(matches!(e, JitError::InputCount(2)), "{e}");
+        }
+        let bad = ObjectOptions {
+            target: "powerpc64-unknown-linux-gnu".into(),
+            ..ObjectOptions::default()
+        };
+        let e = compile_object(&g, &w, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("unsupported target `powerpc64-unknown-linux-gnu`"),
+            "{e}"
+        );
+        let bad = ObjectOptions {
+            name: Some("a-b".into()),
+            ..ObjectOptions::default()
+        };
+        let e = compile_object(&g, &w, &bad).unwrap_err().to_string();
+        assert!(e.contains("not a C identifier"), "{e}");
+        assert_eq!(c_identifier("two inputs"), "two_inputs");
+        assert_eq!(c_identifier("3x"), "model_3x");
+    }
+}

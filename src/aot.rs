@@ -1,0 +1,96 @@
+//! `shufflekit compile --target T -o model.o`: an object file and its C
+//! header (see `shufflekit_jit::compile_object`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use shufflekit_ir::weights::{InitOptions, Weights};
+use shufflekit_ir::Graph;
+
+/// Options of the object output of `shufflekit compile`.
+#[derive(clap::Args)]
+pub struct AotArgs {
+    /// Write a relocatable object file (and its header, `model.h` beside it,
+    /// named after the object) instead of printing.
+    #[arg(short = 'o', long = "output", value_name = "FILE.o")]
+    pub output: Option<PathBuf>,
+    /// The object's target: host, x86_64-unknown-linux-gnu or
+    /// aarch64-unknown-linux-gnu.
+    #[arg(long, value_name = "TRIPLE", requires = "output")]
+    pub target: Option<String>,
+    /// Weights to embed (safetensors). Without it, weights are initialised
+    /// from --seed.
+    #[arg(long, value_name = "FILE", requires = "output")]
+    pub weights: Option<PathBuf>,
+    /// Seed of the initialised weights (without --weights).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// The C symbol prefix (default: the network's name).
+    #[arg(long, value_name = "IDENT", requires = "output")]
+    pub name: Option<String>,
+    /// Do not embed the weights: the object exports only
+    /// `<name>_run_with_weights` and the packed weights are written to
+    /// `FILE.weights` beside the object.
+    #[arg(long, requires = "output")]
+    pub external_weights: bool,
+}
+
+/// Writes the object, header (and weights) for `graph`.
+pub fn write_object(graph: &Graph, args: &AotArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let Some(path) = &args.output else {
+        anyhow::bail!("no output file");
+    };
+    let weights = match &args.weights {
+        Some(p) => {
+            let w = Weights::load(p)?;
+            w.check(graph)
+                .with_context(|| format!("weights file `{}`", p.display()))?;
+            w
+        }
+        None => Weights::init(
+            graph,
+            &InitOptions {
+                seed: args.seed,
+                randomize_batch_norm: false,
+            },
+        ),
+    };
+    let options = shufflekit_jit::ObjectOptions {
+        target: args.target.clone().unwrap_or_else(|| "host".into()),
+        name: args.name.clone(),
+        embed_weights: !args.external_weights,
+    };
+    let (graph, weights) = shufflekit_jit::optimize(graph, &weights)?;
+    let obj = shufflekit_jit::compile_object(&graph, &weights, &options)
+        .with_context(|| format!("compiling `{}` for {}", graph.name, options.target))?;
+    let header = path.with_extension("h");
+    write(path, &obj.object)?;
+    write(&header, obj.header.as_bytes())?;
+    writeln!(
+        out,
+        "wrote {} ({} bytes, {}) and {}: {}_run, arena {} bytes per image{}",
+        path.display(),
+        obj.object.len(),
+        options.target,
+        header.display(),
+        obj.name,
+        obj.arena_bytes,
+        if obj.fma { ", fma" } else { "" }
+    )?;
+    if args.external_weights {
+        let wpath = path.with_extension("weights");
+        write(&wpath, &obj.weights)?;
+        writeln!(
+            out,
+            "wrote {} ({} bytes)",
+            wpath.display(),
+            obj.weights.len()
+        )?;
+    }
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("cannot write `{}`", path.display()))
+}
