@@ -73,7 +73,10 @@ pub fn primary_score(records: &[Record]) -> Option<Objective> {
     let has = |m: &str| records.iter().any(|r| r.metric(m).is_some());
     // A measured accuracy outranks a training-free guess, which outranks nothing.
     if has(crate::train::train_metric::ACCURACY) {
-        Some(Objective::new(crate::train::train_metric::ACCURACY, Direction::Max))
+        Some(Objective::new(
+            crate::train::train_metric::ACCURACY,
+            Direction::Max,
+        ))
     } else if has(metric::NASWOT) {
         Some(Objective::new(metric::NASWOT, Direction::Max))
     } else if has(metric::PAPER_ERROR) {
