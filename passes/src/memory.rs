@@ -187,9 +187,13 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
             }),
             op => in_place_candidates(op, &inputs).into_iter().find_map(|i| {
                 let (st, off) = home[&i];
+                // Another input reading the same bytes (a view of them)
+                // would see them overwritten.
+                let shared_by_other = inputs.iter().any(|&j| j != i && home[&j].0 == st);
                 let same_size =
                     graph.node(i).shape == node.shape && off == 0 && storage[st].bytes == bytes;
-                (same_size && storage[st].last == here && last_use(i) == here).then_some((st, off))
+                (same_size && !shared_by_other && storage[st].last == here && last_use(i) == here)
+                    .then_some((st, off))
             }),
         };
         match shared {
@@ -220,29 +224,26 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
         })
         .max()
         .unwrap_or(0);
-    // Greedy placement, largest first.
-    let mut by_size: Vec<usize> = (0..storage.len()).collect();
-    by_size.sort_by_key(|&i| (std::cmp::Reverse(storage[i].bytes), storage[i].first));
-    let mut placed: Vec<usize> = Vec::new();
-    let mut arena_bytes = 0;
-    for i in by_size {
-        let mut busy: Vec<(usize, usize)> = placed
-            .iter()
-            .map(|&j| &storage[j])
-            .filter(|o| o.first <= storage[i].last && storage[i].first <= o.last)
-            .map(|o| (o.offset, o.offset + o.bytes))
-            .collect();
-        busy.sort();
-        let mut offset = 0;
-        for (start, stop) in busy {
-            if offset + storage[i].bytes <= start {
-                break;
-            }
-            offset = offset.max(stop.next_multiple_of(ALIGN));
+    // Greedy placement under a few orders (largest first, longest-lived
+    // first, largest area first, earliest first); keep the smallest arena.
+    let orders: [PlacementKey; 4] = [
+        |s| (std::cmp::Reverse(s.bytes), s.first),
+        |s| (std::cmp::Reverse(s.last - s.first), s.first),
+        |s| (std::cmp::Reverse(s.bytes * (s.last - s.first + 1)), s.first),
+        |s| (std::cmp::Reverse(0), s.first),
+    ];
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    for key in orders {
+        let mut sequence: Vec<usize> = (0..storage.len()).collect();
+        sequence.sort_by_key(|&i| key(&storage[i]));
+        let (arena, offsets) = place(&storage, &sequence);
+        if best.as_ref().is_none_or(|(b, _)| arena < *b) {
+            best = Some((arena, offsets));
         }
-        storage[i].offset = offset;
-        arena_bytes = arena_bytes.max(offset + storage[i].bytes);
-        placed.push(i);
+    }
+    let (arena_bytes, offsets) = best.unwrap_or_default();
+    for (s, offset) in storage.iter_mut().zip(offsets) {
+        s.offset = offset;
     }
     let buffers = order
         .iter()
@@ -262,6 +263,38 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
         lower_bound_bytes,
         total_bytes,
     }
+}
+
+/// A sort key for the placement order: larger first, then earlier.
+type PlacementKey = fn(&Storage) -> (std::cmp::Reverse<usize>, usize);
+
+/// Places storages in the given sequence, each at the lowest aligned offset
+/// free for its lifetime. Returns the arena size and each storage's offset.
+fn place(storage: &[Storage], sequence: &[usize]) -> (usize, Vec<usize>) {
+    let mut offsets = vec![0; storage.len()];
+    let mut placed: Vec<usize> = Vec::new();
+    let mut arena = 0;
+    for &i in sequence {
+        let mut busy: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&j| {
+                storage[j].first <= storage[i].last && storage[i].first <= storage[j].last
+            })
+            .map(|&j| (offsets[j], offsets[j] + storage[j].bytes))
+            .collect();
+        busy.sort();
+        let mut offset = 0;
+        for (start, stop) in busy {
+            if offset + storage[i].bytes <= start {
+                break;
+            }
+            offset = offset.max(stop.next_multiple_of(ALIGN));
+        }
+        offsets[i] = offset;
+        arena = arena.max(offset + storage[i].bytes);
+        placed.push(i);
+    }
+    (arena, offsets)
 }
 
 /// Inputs whose bytes an op may overwrite with its output.
