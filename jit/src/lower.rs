@@ -139,6 +139,18 @@ impl Gen<'_> {
         self.splat(ty, s)
     }
 
+    /// Lane `lane` of an `f32x4` in every lane (one `pshufd`).
+    fn lane_splat(&mut self, v: Value, lane: u8) -> Value {
+        let mask: Vec<u8> = (0..4)
+            .flat_map(|_| (0..4).map(move |k| lane * 4 + k))
+            .collect();
+        let imm = self.b.func.dfg.immediates.push(mask.as_slice().into());
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let bytes = self.b.ins().bitcast(I8X16, le, v);
+        let r = self.b.ins().shuffle(bytes, bytes, imm);
+        self.b.ins().bitcast(F32X4, le, r)
+    }
+
     fn splat(&mut self, ty: Type, s: Value) -> Value {
         if ty == F32 {
             s
@@ -175,9 +187,10 @@ impl Gen<'_> {
     }
 
     /// `max(x, y)` as `f32::max` treats a NaN in `y`: `x > y ? x : y`
-    /// with NaN `x` giving `y`.
+    /// with NaN `x` giving `y`. Written `y < x` so that x86 matches the
+    /// pattern to one `maxps` (whose NaN rule is exactly this).
     fn max(&mut self, ty: Type, x: Value, y: Value) -> Value {
-        let c = self.b.ins().fcmp(FloatCC::GreaterThan, x, y);
+        let c = self.b.ins().fcmp(FloatCC::LessThan, y, x);
         self.choose(ty, c, x, y)
     }
 
@@ -397,8 +410,8 @@ fn window_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
         let base = g.b.ins().imul_imm_s(grp, tpg);
         (grp, Some(g.b.ins().isub(u, base)))
     };
-    let in_plane = (w.in_hw[0] * w.in_hw[1]) as i64;
-    let out_plane = (w.out_hw[0] * w.out_hw[1]) as i64;
+    let in_plane = w.in_plane() as i64;
+    let out_plane = w.out_plane() as i64;
     let xoff = g.b.ins().imul_imm_s(grp, w.cin_g as i64 * in_plane * 4);
     let xg = g.b.ins().iadd(io.ins[0], xoff);
     let (full, rem) = w.tiles();
@@ -600,7 +613,7 @@ fn window_rows_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
     let grp = g.b.ins().udiv_imm_u(u, rows);
     let base = g.b.ins().imul_imm_s(grp, rows);
     let oy = g.b.ins().isub(u, base);
-    let in_plane = (w.in_hw[0] * w.in_hw[1]) as i64;
+    let in_plane = w.in_plane() as i64;
     let xoff = g.b.ins().imul_imm_s(grp, w.cin_g as i64 * in_plane * 4);
     let xg = g.b.ins().iadd(io.ins[0], xoff);
     let goff = g.b.ins().imul_imm_s(grp, w.group_len() as i64 * 4);
@@ -612,6 +625,36 @@ fn window_rows_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
         padded: 1,
     };
     let cols = column_plan(w);
+    if w.last_w == w.in_hw[1] {
+        rows_tiles(g, w, io, xg, gblk, oy, &row, &cols);
+        return;
+    }
+    // The last row is shorter: its own column plan.
+    let last_cols = column_plan(&Window {
+        in_hw: [1, w.last_w],
+        out_hw: [1, w.last_w],
+        ..w.clone()
+    });
+    let is_last = g.b.ins().icmp_imm_s(IntCC::Equal, oy, rows - 1);
+    g.if_else(
+        is_last,
+        |g| rows_tiles(g, w, io, xg, gblk, oy, &row, &last_cols),
+        |g| rows_tiles(g, w, io, xg, gblk, oy, &row, &cols),
+    );
+}
+
+/// Every channel tile of one row of a row-split convolution.
+#[allow(clippy::too_many_arguments)]
+fn rows_tiles(
+    g: &mut Gen,
+    w: &Window,
+    io: &Io,
+    xg: Value,
+    gblk: Value,
+    oy: Value,
+    row: &Segment,
+    cols: &[Cols],
+) {
     let (full, rem) = w.tiles();
     let bl = (w.block_len(w.m) * 4) as i64;
     g.for_const(0, full as i64 * bl, bl, |g, off| {
@@ -623,7 +666,7 @@ fn window_rows_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
             blk: Some(blk),
             out_off: None,
         };
-        window_row(g, &tile, io, oy, &row, &cols);
+        window_row(g, &tile, io, oy, row, cols);
     });
     if rem > 0 {
         let blk = g.b.ins().iadd_imm_s(gblk, full as i64 * bl);
@@ -634,7 +677,7 @@ fn window_rows_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
             blk: Some(blk),
             out_off: None,
         };
-        window_row(g, &tile, io, oy, &row, &cols);
+        window_row(g, &tile, io, oy, row, cols);
     }
 }
 
@@ -700,7 +743,7 @@ fn window_block(
     let (sy, sx) = (w.stride[0] as i64, w.stride[1] as i64);
     let (py, px) = (w.padding[0] as i64, w.padding[1] as i64);
     let (dy, dx) = (w.dilation[0] as i64, w.dilation[1] as i64);
-    let in_plane = (w.in_hw[0] * in_w) as i64;
+    let in_plane = w.in_plane() as i64;
     let kw = w.kernel[1];
     let all_kx: Vec<usize> = (0..kw).collect();
     let kxs = col.map_or(&all_kx[..], |c| &c.taps[..]);
@@ -729,23 +772,45 @@ fn window_block(
             let blk = tile.blk.unwrap_or(io.packed);
             let ntaps = w.taps();
             let ic_bytes = (ntaps * mt * 4) as i64;
+            let vector_weights = ty == F32X4 && mt >= 2 && mt * nv + nv + 2 <= 16;
             let body =
                 |g: &mut Gen, acc: &mut Vec<Vec<Value>>, pic: Value, wic: Value, unroll: usize| {
                     for uu in 0..unroll {
                         for &(ky, kx) in &taps {
                             let off = tap_off(ky, kx) + uu as i64 * in_plane * 4;
                             let xs = load_inputs(g, ty, pic, off, nv, w.stride[1]);
+                            let woff0 = uu as i64 * ic_bytes + (((ky * kw + kx) * mt) * 4) as i64;
+                            // The tile's weights of this tap are `mt`
+                            // consecutive floats: loaded as vectors and
+                            // splatted by lane (one load per four weights
+                            // instead of one per weight). The last vector
+                            // may read up to three floats past them, still
+                            // inside the block (the bias and offset tables
+                            // follow the weights).
+                            let wvecs: Vec<Value> = if vector_weights {
+                                (0..mt.div_ceil(4))
+                                    .map(|q| g.load(F32X4, wic, woff0 + 16 * q as i64))
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            };
                             for (j, accj) in acc.iter_mut().enumerate() {
-                                let woff =
-                                    uu as i64 * ic_bytes + (((ky * kw + kx) * mt + j) * 4) as i64;
-                                // With several channels a fresh broadcast
-                                // per multiply-add: x86 folds the load into
-                                // `vbroadcastss` and the FMA overwrites that
-                                // register (its tied operand), so no copies
-                                // are needed. One channel (depthwise) is
-                                // bound by loads instead: one broadcast,
-                                // copied by register moves.
-                                let shared = (mt == 1).then(|| g.bcast(ty, wic, woff));
+                                let woff = woff0 + (j * 4) as i64;
+                                // One broadcast per channel, shared by the
+                                // row's vectors. x86's FMA overwrites a
+                                // multiplicand (vfmadd213/132), so each use
+                                // but the last is a register copy, which
+                                // the renamer eliminates; a fresh
+                                // `vbroadcastss` per multiply-add instead
+                                // saturates the load ports (measured: 23
+                                // vs 29 G MAC/s on Zen 4 for a 6x2 tile).
+                                // Tiles too large to keep the copy in a
+                                // register take the fresh broadcasts.
+                                let shared = if vector_weights {
+                                    Some(g.lane_splat(wvecs[j / 4], (j % 4) as u8))
+                                } else {
+                                    (mt * nv + nv + 2 <= 16).then(|| g.bcast(ty, wic, woff))
+                                };
                                 for (a, &x) in accj.iter_mut().zip(&xs) {
                                     let wv = match shared {
                                         Some(wv) => wv,

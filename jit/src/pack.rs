@@ -43,7 +43,7 @@ pub(crate) fn pack(graph: &Graph, weights: &Weights, layer: &Layer) -> Result<Ve
                     }
                 }
             }
-            let plane = w.out_hw[0] * w.out_hw[1];
+            let plane = w.out_plane();
             let taps = w.taps();
             let per_oc = w.cin_g * taps;
             if weight.len() != out_channels * per_oc {

@@ -110,6 +110,24 @@ prop_compose! {
 }
 
 prop_compose! {
+    /// Pointwise convolutions with many input channels per group, so that
+    /// the plane is split into rows that fit L1, often with a shorter
+    /// last row.
+    fn row_split_pointwise()(
+        groups in 1usize..4, cin_g in 64usize..300, cout_g in 1usize..14,
+        h in 2usize..16, w in 3usize..16,
+        bias: bool, activation in activation(), residual: bool, order: bool,
+        batch in 1usize..3, threads in 1usize..3, seed: u64,
+    ) -> ConvCase {
+        ConvCase {
+            groups, cin_g, cout_g, hw: [h, w], kernel: [1, 1], stride: [1, 1],
+            padding: [0, 0], dilation: [1, 1], bias, activation, residual, order,
+            batch, threads, seed,
+        }
+    }
+}
+
+prop_compose! {
     /// Pointwise (group) convolutions with wider channel counts and planes.
     fn pointwise()(
         groups in 1usize..5, cin_g in 1usize..40, cout_g in 1usize..30,
@@ -186,6 +204,11 @@ proptest! {
 
     #[test]
     fn conv_pointwise_matches_reference(case in pointwise()) {
+        check_conv(&case)?;
+    }
+
+    #[test]
+    fn conv_row_split_pointwise_matches_reference(case in row_split_pointwise()) {
         check_conv(&case)?;
     }
 
