@@ -40,6 +40,7 @@ mod object;
 mod pack;
 mod plan;
 mod target;
+mod team;
 
 pub use model::{CompileOptions, CompileStats, LayerInfo, Model};
 pub use object::{compile_object, ObjectFile, ObjectOptions, OBJECT_TARGETS};

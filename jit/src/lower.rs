@@ -396,6 +396,9 @@ struct Tile<'a> {
     blk: Option<Value>,
     /// Byte offset of the output plane (pools; convolutions read a table).
     out_off: Option<Value>,
+    /// A depthwise tile's weights, one broadcast per tap, loaded once for
+    /// the whole plane.
+    taps: Vec<Value>,
 }
 
 fn window_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
@@ -423,6 +426,7 @@ fn window_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
             xg,
             blk: None,
             out_off: Some(ooff),
+            taps: Vec::new(),
         };
         window_tile(g, &tile, io);
         return;
@@ -436,12 +440,22 @@ fn window_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
         }
         None => gblk,
     };
+    // Depthwise: nine weights (for 3x3) stay in registers; with the two
+    // accumulators and inputs of a block that is 13 of the 16.
+    let taps: Vec<Value> = if w.cin_g == 1 && w.cout_g == 1 && w.nv <= 2 && w.taps() <= 9 {
+        (0..w.taps())
+            .map(|t| g.bcast(F32X4, blk, (t * 4) as i64))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let tile = |mt| Tile {
         w,
         mt,
         xg,
         blk: Some(blk),
         out_off: None,
+        taps: taps.clone(),
     };
     match (full, rem, t) {
         (f, r, Some(t)) if f > 0 && r > 0 => {
@@ -665,6 +679,7 @@ fn rows_tiles(
             xg,
             blk: Some(blk),
             out_off: None,
+            taps: Vec::new(),
         };
         window_row(g, &tile, io, oy, row, cols);
     });
@@ -676,6 +691,7 @@ fn rows_tiles(
             xg,
             blk: Some(blk),
             out_off: None,
+            taps: Vec::new(),
         };
         window_row(g, &tile, io, oy, row, cols);
     }
@@ -692,7 +708,15 @@ fn load_inputs(g: &mut Gen, ty: Type, p: Value, off: i64, nv: usize, stride: usi
                 return g.load(F32, p, o);
             }
             match stride {
-                1 => g.load(F32X4, p, o),
+                // Loaded as integers: x86 cannot fold the load into an FMA
+                // then, so the FMA may overwrite the fresh register
+                // instead of a shared multiplicand that would need a copy.
+                1 => {
+                    let le = MemFlagsData::new()
+                        .with_endianness(cranelift_codegen::ir::Endianness::Little);
+                    let raw = g.load(I32X4, p, o);
+                    g.b.ins().bitcast(F32X4, le, raw)
+                }
                 2 => {
                     let a = g.load(F32X4, p, o);
                     let b = g.load(F32X4, p, o + 16);
@@ -806,7 +830,11 @@ fn window_block(
                                 // vs 29 G MAC/s on Zen 4 for a 6x2 tile).
                                 // Tiles too large to keep the copy in a
                                 // register take the fresh broadcasts.
-                                let shared = if vector_weights {
+                                let held = (ty == F32X4 && !tile.taps.is_empty())
+                                    .then(|| tile.taps[ky * kw + kx]);
+                                let shared = if let Some(h) = held {
+                                    Some(h)
+                                } else if vector_weights {
                                     Some(g.lane_splat(wvecs[j / 4], (j % 4) as u8))
                                 } else {
                                     (mt * nv + nv + 2 <= 16).then(|| g.bcast(ty, wic, woff))
@@ -816,7 +844,13 @@ fn window_block(
                                         Some(wv) => wv,
                                         None => g.bcast(ty, wic, woff),
                                     };
-                                    *a = g.mac(wv, x, *a);
+                                    // x86 FMAs overwrite their first
+                                    // operand: the value used only here.
+                                    *a = if mt == 1 {
+                                        g.mac(x, wv, *a)
+                                    } else {
+                                        g.mac(wv, x, *a)
+                                    };
                                 }
                             }
                         }

@@ -397,33 +397,16 @@ impl Model {
                     _ => images(0, batch),
                 }
             }
-            // Layer by layer, each split across the threads by units. The
-            // whole loop runs inside the pool, so each layer's fork-join is
-            // a cheap work-stealing split between awake workers.
-            (pool, mut times) => {
-                let mut layers = || {
-                    for call in &calls {
-                        let start = Instant::now();
-                        let items = batch * call.units;
-                        // A few parts per thread, so a slowed-down thread's
-                        // share is picked up by the others.
-                        let parts = (4 * threads).min(items);
-                        if pool.is_some() && parts > 1 {
-                            (0..parts).into_par_iter().for_each(|p| {
-                                call.run(items * p / parts, items * (p + 1) / parts);
-                            });
-                        } else {
-                            call.run(0, items);
-                        }
-                        if let Some(t) = times.as_deref_mut() {
-                            t.push(start.elapsed());
-                        }
-                    }
-                };
-                match pool {
-                    Some(pool) => pool.install(layers),
-                    None => layers(),
-                }
+            // Layer by layer, each split across the threads by units
+            // (see `team`).
+            (_, times) => {
+                let items: Vec<usize> = calls.iter().map(|c| batch * c.units).collect();
+                crate::team::run_layers(
+                    threads,
+                    &items,
+                    &|layer, lo, hi| calls[layer].run(lo, hi),
+                    times,
+                );
             }
         }
         let out = &plan.values[plan.output];

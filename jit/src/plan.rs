@@ -494,10 +494,11 @@ fn chw(shape: &Shape, name: &str) -> Result<(usize, usize, usize), JitError> {
 /// accumulators (of the 16 vector registers; the inputs, weights and
 /// their copies take the rest), a tile that divides the group's output
 /// channels when one does.
-fn conv_tile(cout_g: usize, cin_g: usize, out_w: usize) -> (usize, usize) {
+fn conv_tile(cout_g: usize, cin_g: usize) -> (usize, usize) {
     if cout_g == 1 && cin_g == 1 {
-        // Depthwise: one channel, wide along the row.
-        return (1, if out_w >= 16 { 4 } else { 2 });
+        // Depthwise: one channel, two vectors, so that the taps' weights
+        // stay in registers (see the lowering).
+        return (1, 2);
     }
     // 4x2 first: with the copies of shared broadcasts (see the lowering)
     // larger tiles run out of registers and spill (measured: 5x2 and 6x2
@@ -533,7 +534,7 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
                 None if pointwise => ([1, h * w], [1, oh * ow]),
                 None => ([h, w], [oh, ow]),
             };
-            let (m, nv) = conv_tile(cout_g, cin_g, out_hw[1]);
+            let (m, nv) = conv_tile(cout_g, cin_g);
             let window = Window {
                 reduce: Reduce::Fma,
                 in_hw,
