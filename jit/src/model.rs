@@ -5,16 +5,17 @@ use std::time::{Duration, Instant};
 
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module};
-use rayon::prelude::*;
 use shufflekit_ir::cost::LayerKind;
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::Graph;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::codegen::{self, Kernels};
 use crate::pack;
 use crate::plan::{self, Plan, Storage};
 use crate::target::Target;
+use crate::team::Team;
 use crate::JitError;
 
 /// How to compile and run a model.
@@ -84,7 +85,8 @@ pub struct Model {
     packed: Vec<Vec<f32>>,
     arena: Vec<f32>,
     options: CompileOptions,
-    pool: Option<rayon::ThreadPool>,
+    /// The other threads (none for one thread).
+    team: Option<Team>,
     stats: CompileStats,
 }
 
@@ -182,11 +184,9 @@ impl Model {
                 unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
             })
             .collect();
-        let pool = if options.threads > 1 {
+        let team = if options.threads > 1 {
             Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(options.threads)
-                    .build()
+                Team::new(options.threads)
                     .map_err(|e| JitError::Options(format!("cannot start threads: {e}")))?,
             )
         } else {
@@ -209,7 +209,7 @@ impl Model {
             packed: Vec::new(),
             arena: Vec::new(),
             options: options.clone(),
-            pool,
+            team,
         };
         model.set_weights(weights)?;
         model.stats.compile_time = start.elapsed();
@@ -377,32 +377,30 @@ impl Model {
             })
             .collect();
         let threads = self.options.threads;
-        match (&self.pool, times) {
-            // Whole images per thread: no synchronisation between layers,
-            // and each image's activations stay in that core's caches.
-            (pool, None) if batch > 1 => {
-                let images = |lo: usize, hi: usize| {
-                    for b in lo..hi {
-                        for call in &calls {
-                            call.run(b * call.units, (b + 1) * call.units);
-                        }
+        match (self.team.as_mut(), times) {
+            // Whole images per thread, claimed one at a time (a thread the
+            // machine slows down takes fewer): no synchronisation between
+            // layers, and each image's activations stay in that core's
+            // caches.
+            (Some(team), None) if batch >= threads => {
+                let next = AtomicUsize::new(0);
+                let images = |_: usize| loop {
+                    let b = next.fetch_add(1, Ordering::Relaxed);
+                    if b >= batch {
+                        break;
+                    }
+                    for call in &calls {
+                        call.run(b * call.units, (b + 1) * call.units);
                     }
                 };
-                match pool {
-                    // One image per task: rayon balances them between the
-                    // threads even when one of them is slowed down.
-                    Some(pool) if batch >= threads => {
-                        pool.install(|| (0..batch).into_par_iter().for_each(|b| images(b, b + 1)));
-                    }
-                    _ => images(0, batch),
-                }
+                team.run(&images);
             }
             // Layer by layer, each split across the threads by units
             // (see `team`).
-            (_, times) => {
+            (team, times) => {
                 let items: Vec<usize> = calls.iter().map(|c| batch * c.units).collect();
                 crate::team::run_layers(
-                    threads,
+                    team,
                     &items,
                     &|layer, lo, hi| calls[layer].run(lo, hi),
                     times,
