@@ -382,7 +382,7 @@ impl Model {
             // machine slows down takes fewer): no synchronisation between
             // layers, and each image's activations stay in that core's
             // caches.
-            (Some(team), None) if batch >= threads => {
+            (team, None) if batch > 1 && batch >= threads => {
                 let next = AtomicUsize::new(0);
                 let images = |_: usize| loop {
                     let b = next.fetch_add(1, Ordering::Relaxed);
@@ -393,7 +393,10 @@ impl Model {
                         call.run(b * call.units, (b + 1) * call.units);
                     }
                 };
-                team.run(&images);
+                match team {
+                    Some(team) => team.run(&images),
+                    None => images(0),
+                }
             }
             // Layer by layer, each split across the threads by units
             // (see `team`).
