@@ -21,13 +21,17 @@
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64, I8X16};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, Type, UserFuncName, Value,
+    AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
+    StackSlotKind, Type, UserFuncName, Value,
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use crate::plan::{Act as Activation, Elementwise, Kernel, Reduce, Window};
 use crate::target::Features;
+
+/// The most bytes of a row a kernel copies to its stack frame.
+pub(crate) const MAX_ROW_COPY: usize = 32 * 1024;
 
 /// Partial sums per channel vector of a single column (see
 /// `window_block`): enough independent FMAs to cover their latency.
@@ -403,6 +407,9 @@ struct Tile<'a> {
     /// A depthwise tile's weights, one broadcast per tap, loaded once for
     /// the whole plane.
     taps: Vec<Value>,
+    /// A row-split convolution's row copied to the stack: its address and
+    /// the bytes between channels.
+    row_copy: Option<(Value, i64)>,
 }
 
 fn window_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
@@ -431,6 +438,7 @@ fn window_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
             blk: None,
             out_off: Some(ooff),
             taps: Vec::new(),
+            row_copy: None,
         };
         window_tile(g, &tile, io);
         return;
@@ -460,6 +468,7 @@ fn window_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
         blk: Some(blk),
         out_off: None,
         taps: taps.clone(),
+        row_copy: None,
     };
     match (full, rem, t) {
         (f, r, Some(t)) if f > 0 && r > 0 => {
@@ -643,8 +652,30 @@ fn window_rows_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
         padded: 1,
     };
     let cols = column_plan(w);
-    if w.last_w == w.in_hw[1] {
-        rows_tiles(g, w, io, xg, gblk, oy, &row, &cols);
+    // Rows of planes whose channels are not 16-byte aligned apart are
+    // copied to the stack first: the vector loads then never straddle
+    // cache lines, and walk one small contiguous block.
+    let r = w.in_hw[1];
+    let copy_bytes = (w.cin_g * r * 4) as u32;
+    let slot = ((in_plane * 4) % 16 != 0 && copy_bytes as usize <= MAX_ROW_COPY).then(|| {
+        let slot = g.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            copy_bytes,
+            4,
+        ));
+        g.b.ins().stack_addr(I64, slot, 0)
+    });
+    let src = g.b.ins().imul_imm_s(oy, (r * 4) as i64);
+    let src = g.b.ins().iadd(xg, src);
+    let with_row = |g: &mut Gen, width: usize, cols: &[Cols]| {
+        let row_copy = slot.map(|dst| {
+            copy_row(g, src, in_plane * 4, dst, (r * 4) as i64, w.cin_g, width);
+            (dst, (r * 4) as i64)
+        });
+        rows_tiles(g, w, io, xg, gblk, oy, &row, cols, row_copy);
+    };
+    if w.last_w == r {
+        with_row(g, r, &cols);
         return;
     }
     // The last row is shorter: its own column plan.
@@ -656,9 +687,42 @@ fn window_rows_unit(g: &mut Gen, w: &Window, io: &Io, u: Value) {
     let is_last = g.b.ins().icmp_imm_s(IntCC::Equal, oy, rows - 1);
     g.if_else(
         is_last,
-        |g| rows_tiles(g, w, io, xg, gblk, oy, &row, &last_cols),
-        |g| rows_tiles(g, w, io, xg, gblk, oy, &row, &cols),
+        |g| with_row(g, w.last_w, &last_cols),
+        |g| with_row(g, r, &cols),
     );
+}
+
+/// Copies `width` floats of each of `channels` rows, `src_stride` bytes
+/// apart from `src`, to rows `dst_stride` bytes apart from `dst`.
+fn copy_row(
+    g: &mut Gen,
+    src: Value,
+    src_stride: i64,
+    dst: Value,
+    dst_stride: i64,
+    channels: usize,
+    width: usize,
+) {
+    let svar = g.b.declare_var(I64);
+    let dvar = g.b.declare_var(I64);
+    g.b.def_var(svar, src);
+    g.b.def_var(dvar, dst);
+    g.for_const(0, channels as i64, 1, |g, _| {
+        let s = g.b.use_var(svar);
+        let d = g.b.use_var(dvar);
+        for v in 0..width / 4 {
+            let x = g.load(F32X4, s, 16 * v as i64);
+            g.store(x, d, 16 * v as i64);
+        }
+        for e in (width / 4 * 4)..width {
+            let x = g.load(F32, s, 4 * e as i64);
+            g.store(x, d, 4 * e as i64);
+        }
+        let s = g.b.ins().iadd_imm_s(s, src_stride);
+        let d = g.b.ins().iadd_imm_s(d, dst_stride);
+        g.b.def_var(svar, s);
+        g.b.def_var(dvar, d);
+    });
 }
 
 /// Every channel tile of one row of a row-split convolution.
@@ -672,6 +736,7 @@ fn rows_tiles(
     oy: Value,
     row: &Segment,
     cols: &[Cols],
+    row_copy: Option<(Value, i64)>,
 ) {
     let (full, rem) = w.tiles();
     let bl = (w.block_len(w.m) * 4) as i64;
@@ -684,6 +749,7 @@ fn rows_tiles(
             blk: Some(blk),
             out_off: None,
             taps: Vec::new(),
+            row_copy,
         };
         window_row(g, &tile, io, oy, row, cols);
     });
@@ -696,6 +762,7 @@ fn rows_tiles(
             blk: Some(blk),
             out_off: None,
             taps: Vec::new(),
+            row_copy,
         };
         window_row(g, &tile, io, oy, row, cols);
     }
@@ -783,9 +850,15 @@ fn window_block(
     // p = xg + ((oy*sy - py) * in_w + ox*sx - px) * 4
     let ry = g.b.ins().imul_imm_s(oy, sy * in_w as i64 * 4);
     let rx = g.b.ins().imul_imm_s(ox, sx * 4);
-    let r = g.b.ins().iadd(ry, rx);
-    let r = g.b.ins().iadd_imm_s(r, -(py * in_w as i64 + px) * 4);
-    let p = g.b.ins().iadd(tile.xg, r);
+    let (p, in_plane) = match tile.row_copy {
+        // 1x1, stride 1, unpadded: the column is the offset in the row.
+        Some((base, stride)) => (g.b.ins().iadd(base, rx), stride / 4),
+        None => {
+            let r = g.b.ins().iadd(ry, rx);
+            let r = g.b.ins().iadd_imm_s(r, -(py * in_w as i64 + px) * 4);
+            (g.b.ins().iadd(tile.xg, r), in_plane)
+        }
+    };
     let tap_off = |ky: usize, kx: usize| (ky as i64 * dy * in_w as i64 + kx as i64 * dx) * 4;
 
     let init = match w.reduce {

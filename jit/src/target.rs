@@ -77,8 +77,13 @@ impl Target {
     /// A target from an ISA builder with extra shared settings.
     fn with_flags(isa_builder: isa::Builder, extra: &[(&str, &str)]) -> Result<Target, JitError> {
         let mut flags = settings::builder();
-        let settings: [(&str, &str); 3] = [
+        let settings: [(&str, &str); 5] = [
             ("opt_level", "none"),
+            // Kernels may keep a row of inputs on the stack (up to
+            // `lower::MAX_ROW_COPY` bytes): touch each page of such a frame
+            // in order, so it cannot step over a thread's guard page.
+            ("enable_probestack", "true"),
+            ("probestack_strategy", "inline"),
             // The generated code is never unwound through or debugged.
             ("unwind_info", "false"),
             (
