@@ -1015,18 +1015,36 @@ fn window_block(
                     .collect();
             }
         }
-        Reduce::Max | Reduce::Avg { .. } => {
+        Reduce::Max => {
+            // The reference keeps the first NaN it meets. Here: `m < x ?
+            // x : m` for numbers (x86: one `maxps`, which takes x when
+            // either is NaN), and a mask of the lanes that saw a NaN,
+            // applied at the end.
+            let mut nan: Vec<Option<Value>> = vec![None; nv];
+            for &(ky, kx) in &taps {
+                let xs = load_inputs(g, ty, p, tap_off(ky, kx), nv, w.stride[1]);
+                for ((a, x), n) in acc[0].iter_mut().zip(xs).zip(nan.iter_mut()) {
+                    let lt = g.b.ins().fcmp(FloatCC::LessThan, x, *a);
+                    *a = g.choose(ty, lt, *a, x);
+                    let un = g.b.ins().fcmp(FloatCC::Unordered, x, x);
+                    *n = Some(match *n {
+                        Some(prev) => g.b.ins().bor(prev, un),
+                        None => un,
+                    });
+                }
+            }
+            for (a, n) in acc[0].iter_mut().zip(nan) {
+                if let Some(n) = n {
+                    let q = g.fconst(ty, f32::NAN);
+                    *a = g.choose(ty, n, q, *a);
+                }
+            }
+        }
+        Reduce::Avg { .. } => {
             for &(ky, kx) in &taps {
                 let xs = load_inputs(g, ty, p, tap_off(ky, kx), nv, w.stride[1]);
                 for (a, x) in acc[0].iter_mut().zip(xs) {
-                    *a = if w.reduce == Reduce::Max {
-                        let gt = g.b.ins().fcmp(FloatCC::GreaterThan, x, *a);
-                        let nan = g.b.ins().fcmp(FloatCC::Unordered, x, x);
-                        let c = g.b.ins().bor(gt, nan);
-                        g.choose(ty, c, x, *a)
-                    } else {
-                        g.b.ins().fadd(*a, x)
-                    };
+                    *a = g.b.ins().fadd(*a, x);
                 }
             }
         }

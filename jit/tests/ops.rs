@@ -245,6 +245,37 @@ proptest! {
     }
 
     #[test]
+    fn max_pool_propagates_nan_like_the_reference(
+        c in 1usize..4, h in 1usize..12, w in 1usize..20,
+        k in 1usize..4, s in 1usize..3, p in 0usize..2,
+        every in 2usize..12, seed: u64,
+    ) {
+        let pool = Pool { kernel: [k, k], stride: [s, s], padding: [p, p], ceil_mode: false, count_include_pad: false };
+        let g = common::single(Shape::chw(c, h, w), Op::MaxPool(pool));
+        prop_assume!(g.is_ok());
+        if let Ok(g) = g {
+            let input_shape = g.node(g.input_nodes()[0]).shape.clone();
+            let mut input = shufflekit_ir::input::random_input(&input_shape, 1, seed).unwrap();
+            for (i, v) in input.data_mut().iter_mut().enumerate() {
+                if (i as u64 ^ seed).is_multiple_of(every as u64) {
+                    *v = f32::NAN;
+                }
+            }
+            let w = common::weights(&g, seed);
+            let expected = shufflekit_ir::eval::evaluate(&g, &w, &input).unwrap();
+            let mut model = shufflekit_jit::Model::compile(
+                &g, &w, &shufflekit_jit::CompileOptions::default()).unwrap();
+            let got = model.run(&input).unwrap();
+            for (a, b) in got.data().iter().zip(expected.data()) {
+                prop_assert_eq!(a.is_nan(), b.is_nan());
+                if !b.is_nan() {
+                    prop_assert_eq!(a, b);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn elementwise_ops_match_reference(
         c in 1usize..6, h in 1usize..9, w in 1usize..13, flat: bool,
         which in 0usize..4, batch in 1usize..3, threads in 1usize..3, seed: u64,
