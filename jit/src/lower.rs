@@ -147,6 +147,20 @@ impl Gen<'_> {
         self.splat(ty, s)
     }
 
+    /// Lanes `first, first + 2, ...` of the eight lanes of `a` then `b`
+    /// (one `shufps`).
+    fn deinterleave(&mut self, a: Value, b: Value, first: u8) -> Value {
+        let mask: Vec<u8> = (0..4u8)
+            .flat_map(|l| (0..4).map(move |k| (2 * l + first) * 4 + k))
+            .collect();
+        let imm = self.b.func.dfg.immediates.push(mask.as_slice().into());
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let a = self.b.ins().bitcast(I8X16, le, a);
+        let b = self.b.ins().bitcast(I8X16, le, b);
+        let r = self.b.ins().shuffle(a, b, imm);
+        self.b.ins().bitcast(F32X4, le, r)
+    }
+
     /// Lane `lane` of an `f32x4` in every lane (one `pshufd`).
     fn lane_splat(&mut self, v: Value, lane: u8) -> Value {
         let mask: Vec<u8> = (0..4)
@@ -771,7 +785,15 @@ fn rows_tiles(
 /// Loads the inputs of `nv` vectors (or one scalar) of one tap:
 /// elements `base + (lane * stride)` for each lane, `base` at byte offset
 /// `off` from `p`.
-fn load_inputs(g: &mut Gen, ty: Type, p: Value, off: i64, nv: usize, stride: usize) -> Vec<Value> {
+fn load_inputs(
+    g: &mut Gen,
+    ty: Type,
+    p: Value,
+    off: i64,
+    nv: usize,
+    stride: usize,
+    loads: &mut Loads,
+) -> Vec<Value> {
     (0..nv)
         .map(|v| {
             let o = off + (4 * v * stride * 4) as i64;
@@ -788,21 +810,17 @@ fn load_inputs(g: &mut Gen, ty: Type, p: Value, off: i64, nv: usize, stride: usi
                     let raw = g.load(I32X4, p, o);
                     g.b.ins().bitcast(F32X4, le, raw)
                 }
-                2 => {
-                    let a = g.load(F32X4, p, o);
-                    let b = g.load(F32X4, p, o + 16);
-                    let mask: Vec<u8> = [0u8, 2, 4, 6]
-                        .iter()
-                        .flat_map(|&l| (0..4).map(move |k| l * 4 + k))
-                        .collect();
-                    let imm = g.b.func.dfg.immediates.push(mask.as_slice().into());
-                    let le = MemFlagsData::new()
-                        .with_endianness(cranelift_codegen::ir::Endianness::Little);
-                    let a = g.b.ins().bitcast(I8X16, le, a);
-                    let b = g.b.ins().bitcast(I8X16, le, b);
-                    let r = g.b.ins().shuffle(a, b, imm);
-                    g.b.ins().bitcast(F32X4, le, r)
-                }
+                // Even lanes of two loads; the odd lanes of the pair one
+                // element back when an earlier tap loaded it (taps kx and
+                // kx + 1 share their loads).
+                2 => match (loads.get(&(p, o - 4)), loads.get(&(p, o + 12))) {
+                    (Some(&a), Some(&b)) => g.deinterleave(a, b, 1),
+                    _ => {
+                        let a = loads.load(g, p, o);
+                        let b = loads.load(g, p, o + 16);
+                        g.deinterleave(a, b, 0)
+                    }
+                },
                 s => {
                     let l0 = g.load(F32, p, o);
                     let mut vec = g.b.ins().scalar_to_vector(F32X4, l0);
@@ -815,6 +833,27 @@ fn load_inputs(g: &mut Gen, ty: Type, p: Value, off: i64, nv: usize, stride: usi
             }
         })
         .collect()
+}
+
+/// The vector loads of one basic block, by base and offset, so that a tap
+/// can reuse what another loaded.
+/// Only for one-channel tiles: with several channels, keeping the loads
+/// alive costs more registers than it saves loads (measured on the
+/// stem).
+struct Loads(std::collections::HashMap<(Value, i64), Value>, bool);
+
+impl Loads {
+    fn get(&self, key: &(Value, i64)) -> Option<&Value> {
+        if self.1 {
+            self.0.get(key)
+        } else {
+            None
+        }
+    }
+
+    fn load(&mut self, g: &mut Gen, p: Value, o: i64) -> Value {
+        *self.0.entry((p, o)).or_insert_with(|| g.load(F32X4, p, o))
+    }
 }
 
 /// One register tile: `mt` channels x `nv` vectors (or one scalar column)
@@ -890,6 +929,7 @@ fn window_block(
             let body =
                 |g: &mut Gen, acc: &mut Vec<Vec<Value>>, pic: Value, wic: Value, unroll: usize| {
                     let mut step = 0;
+                    let mut loads = Loads(Default::default(), mt == 1);
                     for uu in 0..unroll {
                         for &(ky, kx) in &taps {
                             if lanes {
@@ -910,7 +950,7 @@ fn window_block(
                                 continue;
                             }
                             let off = tap_off(ky, kx) + uu as i64 * in_plane * 4;
-                            let xs = load_inputs(g, ty, pic, off, nv, w.stride[1]);
+                            let xs = load_inputs(g, ty, pic, off, nv, w.stride[1], &mut loads);
                             let woff0 = uu as i64 * ic_bytes + (((ky * kw + kx) * mt) * 4) as i64;
                             // The tile's weights of this tap are `mt`
                             // consecutive floats: loaded as vectors and
@@ -1021,8 +1061,9 @@ fn window_block(
             // either is NaN), and a mask of the lanes that saw a NaN,
             // applied at the end.
             let mut nan: Vec<Option<Value>> = vec![None; nv];
+            let mut loads = Loads(Default::default(), true);
             for &(ky, kx) in &taps {
-                let xs = load_inputs(g, ty, p, tap_off(ky, kx), nv, w.stride[1]);
+                let xs = load_inputs(g, ty, p, tap_off(ky, kx), nv, w.stride[1], &mut loads);
                 for ((a, x), n) in acc[0].iter_mut().zip(xs).zip(nan.iter_mut()) {
                     let lt = g.b.ins().fcmp(FloatCC::LessThan, x, *a);
                     *a = g.choose(ty, lt, *a, x);
@@ -1041,8 +1082,9 @@ fn window_block(
             }
         }
         Reduce::Avg { .. } => {
+            let mut loads = Loads(Default::default(), true);
             for &(ky, kx) in &taps {
-                let xs = load_inputs(g, ty, p, tap_off(ky, kx), nv, w.stride[1]);
+                let xs = load_inputs(g, ty, p, tap_off(ky, kx), nv, w.stride[1], &mut loads);
                 for (a, x) in acc[0].iter_mut().zip(xs) {
                     *a = g.b.ins().fadd(*a, x);
                 }
