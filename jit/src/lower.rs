@@ -993,8 +993,9 @@ fn window_block(
                                         None => g.bcast(ty, wic, woff),
                                     };
                                     // x86 FMAs overwrite their first
-                                    // operand: the value used only here.
-                                    *a = if mt == 1 {
+                                    // operand: the value used only here
+                                    // (the inputs, in the last row).
+                                    *a = if mt == 1 || j + 1 == mt {
                                         g.mac(x, wv, *a)
                                     } else {
                                         g.mac(wv, x, *a)
