@@ -71,15 +71,6 @@ fn kind_name(k: LayerKind) -> &'static str {
     }
 }
 
-/// The clock of the first CPU in MHz, from /proc/cpuinfo.
-fn cpu_mhz() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    text.lines()
-        .find(|l| l.starts_with("cpu MHz"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// `shufflekit bench`.
 pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let graph = crate::load(&args.spec)?;
@@ -181,7 +172,12 @@ pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()
         macs as f64 / 1e6
     )?;
 
-    let peak = cpu_mhz().map(|mhz| mhz / 1e3 * 2.0 * 4.0 * args.threads as f64);
+    // The JIT's own multiply-add loop on as many threads, after the runs
+    // (so it does not warm the caches or the clock for them).
+    let peak = model
+        .as_ref()
+        .and_then(|_| shufflekit_jit::peak::measure(args.threads as usize).ok())
+        .map(|p| (p.gmacs, p.fma));
     if let Some(m) = &model {
         // Per layer: the median of its profiled times; summed per kind.
         let layers = m.layers();
@@ -221,18 +217,17 @@ pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()
                 rate
             )?;
             match peak {
-                Some(p) if *m > 0 => writeln!(out, "  {:>7.1}%", 100.0 * rate / p)?,
+                Some((p, _)) if *m > 0 => writeln!(out, "  {:>7.1}%", 100.0 * rate / p)?,
                 _ => writeln!(out)?,
             }
         }
-        if let Some(p) = peak {
+        if let Some((p, fma)) = peak {
             writeln!(
                 out,
-                "peak assumed: {} core(s) x {:.2} GHz (/proc/cpuinfo) x 2 FMA units x 4 lanes (128-bit) = {:.1} G multiply-adds/s ({:.1} GFLOP/s)",
+                "peak measured: {p:.1} G multiply-adds/s on {} thread(s) ({:.1} GFLOP/s): a loop of independent 128-bit {}",
                 args.threads,
-                p / 8.0 / args.threads as f64,
-                p,
-                2.0 * p
+                2.0 * p,
+                if fma { "FMAs" } else { "multiplies and adds (no FMA on this CPU)" }
             )?;
         }
     }

@@ -38,6 +38,7 @@ mod lower;
 mod model;
 mod object;
 mod pack;
+pub mod peak;
 mod plan;
 mod target;
 mod team;

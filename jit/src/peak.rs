@@ -1,0 +1,179 @@
+//! The machine's multiply-add peak for the code this JIT can emit
+//! (128-bit vectors), measured rather than assumed from a nominal clock:
+//! a Cranelift loop of independent `f32x4` multiply-adds, run on each
+//! thread at once.
+
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::ir::types::{F32X4, I64};
+use cranelift_codegen::ir::{condcodes::IntCC, Function};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, InstBuilder, MemFlagsData, Signature, UserFuncName,
+};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module};
+
+use crate::target::Target;
+use crate::JitError;
+
+/// Independent accumulators: enough to cover the FMA latency on every
+/// current core (4 cycles x 2 units needs 8).
+const CHAINS: usize = 12;
+
+/// A measured peak.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Peak {
+    /// Multiply-adds per second on all threads together, in G.
+    pub gmacs: f64,
+    /// Threads that ran the loop at once.
+    pub threads: usize,
+    /// Whether the loop used fused multiply-add (else multiply then add).
+    pub fma: bool,
+}
+
+type LoopFn = unsafe extern "C" fn(i64, *mut f32);
+
+/// Measures the peak on `threads` threads (about 30 ms per thread).
+pub fn measure(threads: usize) -> Result<Peak, JitError> {
+    let target = Target::host()?;
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        target.isa.clone(),
+        cranelift_module::default_libcall_names(),
+    ));
+    let mut sig = Signature::new(target.isa.default_call_conv());
+    sig.params.push(AbiParam::new(I64));
+    sig.params.push(AbiParam::new(I64));
+    let id = module
+        .declare_function("peak", Linkage::Local, &sig)
+        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    let mut ctx = module.make_context();
+    ctx.func = build(sig, target.features.fma, target.isa.frontend_config());
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    module
+        .finalize_definitions()
+        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    // SAFETY: built above with this signature (the platform's C convention).
+    let f: LoopFn = unsafe { std::mem::transmute(module.get_finalized_function(id)) };
+    let run = |iters: i64| -> Duration {
+        let mut sink = [0f32; 4];
+        let start = Instant::now();
+        // SAFETY: the loop writes four floats to `sink` and nothing else.
+        unsafe { f(iters, sink.as_mut_ptr()) };
+        std::hint::black_box(sink);
+        start.elapsed()
+    };
+    // Calibrate to about 10 ms, then the best of three on every thread.
+    let mut iters = 1 << 16;
+    while run(iters) < Duration::from_millis(10) && iters < 1 << 34 {
+        iters *= 2;
+    }
+    let threads = threads.max(1);
+    let best = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| s.spawn(move || (0..3).map(|_| run(iters)).min().unwrap_or_default()))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(Duration::MAX))
+            .collect::<Vec<_>>()
+    });
+    let macs = iters as f64 * (CHAINS * 4) as f64;
+    let gmacs = best
+        .iter()
+        .map(|t| macs / t.as_secs_f64().max(1e-9) / 1e9)
+        .sum();
+    // SAFETY: no function of the module is in use any more.
+    unsafe { module.free_memory() };
+    Ok(Peak {
+        gmacs,
+        threads,
+        fma: target.features.fma,
+    })
+}
+
+/// `fn(iters, out)`: CHAINS accumulators, each `acc = acc * x + y` per
+/// iteration; lane 0 of their sum goes to `out` (so the loop is not
+/// dead code).
+fn build(sig: Signature, fma: bool, frontend: TargetFrontendConfig) -> Function {
+    let mut func = Function::with_name_signature(UserFuncName::user(0, 0), sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = b.create_block();
+    let header = b.create_block();
+    let body = b.create_block();
+    let exit = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let iters = b.block_params(entry)[0];
+    let out = b.block_params(entry)[1];
+    let splat = |b: &mut FunctionBuilder, v: f32| {
+        let s = b.ins().f32const(v);
+        b.ins().splat(F32X4, s)
+    };
+    let x = splat(&mut b, 0.999_9);
+    let y = splat(&mut b, 1e-4);
+    let init: Vec<_> = (0..CHAINS)
+        .map(|i| splat(&mut b, 1.0 + i as f32 * 1e-3))
+        .collect();
+    let zero = b.ins().iconst(I64, 0);
+    b.append_block_param(header, I64);
+    for _ in 0..CHAINS {
+        b.append_block_param(header, F32X4);
+    }
+    let mut args: Vec<BlockArg> = vec![zero.into()];
+    args.extend(init.iter().map(|&v| BlockArg::from(v)));
+    b.ins().jump(header, &args);
+
+    b.switch_to_block(header);
+    let params = b.block_params(header).to_vec();
+    let (i, accs) = (params[0], &params[1..]);
+    let more = b.ins().icmp(IntCC::SignedLessThan, i, iters);
+    let exit_args: Vec<BlockArg> = accs.iter().map(|&v| v.into()).collect();
+    for _ in 0..CHAINS {
+        b.append_block_param(exit, F32X4);
+    }
+    b.ins().brif(more, body, &[], exit, &exit_args);
+
+    b.switch_to_block(body);
+    let next: Vec<_> = accs
+        .iter()
+        .map(|&a| {
+            if fma {
+                b.ins().fma(a, x, y)
+            } else {
+                let p = b.ins().fmul(a, x);
+                b.ins().fadd(p, y)
+            }
+        })
+        .collect();
+    let i1 = b.ins().iadd_imm_s(i, 1);
+    let mut args: Vec<BlockArg> = vec![i1.into()];
+    args.extend(next.iter().map(|&v| BlockArg::from(v)));
+    b.ins().jump(header, &args);
+
+    b.switch_to_block(exit);
+    let accs = b.block_params(exit).to_vec();
+    let sum = accs
+        .iter()
+        .skip(1)
+        .fold(accs[0], |s, &a| b.ins().fadd(s, a));
+    let lane = b.ins().extractlane(sum, 0);
+    b.ins().store(MemFlagsData::trusted(), lane, out, 0);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(frontend);
+    func
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_peak_is_positive_and_finite() {
+        let p = super::measure(1).unwrap();
+        assert!(p.gmacs.is_finite() && p.gmacs > 0.1, "{p:?}");
+    }
+}
