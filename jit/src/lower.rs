@@ -15,8 +15,11 @@
 //! ([`Segment`]), and a tap outside the input is never loaded; vector
 //! blocks of the row are placed only where all their lanes (and, for
 //! stride-2 gathers, the one extra element the second load reads) are
-//! inside the row; tables (output positions, gather sources) are built and
-//! checked against the shapes by the packer.
+//! inside the row, except edge blocks of stride-1 convolutions, whose
+//! vectors that would reach past an end of the row load the four elements
+//! at that end instead and shift the padding's zeros in; tables (output
+//! positions, gather sources) are built and checked against the shapes by
+//! the packer.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64, I8X16};
@@ -158,6 +161,34 @@ impl Gen<'_> {
         let a = self.b.ins().bitcast(I8X16, le, a);
         let b = self.b.ins().bitcast(I8X16, le, b);
         let r = self.b.ins().shuffle(a, b, imm);
+        self.b.ins().bitcast(F32X4, le, r)
+    }
+
+    /// The four elements of a row at columns `e..e + 4`, `off` bytes from
+    /// `p` (which may lie outside the row of `width` elements), with zeros
+    /// for the columns outside it; loads only inside the row.
+    fn edge_load(&mut self, p: Value, off: i64, e: i64, width: i64) -> Value {
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        if e >= 0 && e + 4 <= width {
+            let raw = self.load(I32X4, p, off);
+            return self.b.ins().bitcast(F32X4, le, raw);
+        }
+        let c = if e < 0 { 0 } else { width - 4 };
+        let v = self.load(F32X4, p, off + (c - e) * 4);
+        let zero = self.fconst(F32X4, 0.0);
+        // Lane l takes v's lane l + e - c, or a zero (from the second
+        // operand) outside 0..4.
+        let mask: Vec<u8> = (0..4i64)
+            .flat_map(|l| {
+                let src = l + e - c;
+                let base = if (0..4).contains(&src) { src * 4 } else { 16 };
+                (0..4).map(move |k| (base + k) as u8)
+            })
+            .collect();
+        let imm = self.b.func.dfg.immediates.push(mask.as_slice().into());
+        let a = self.b.ins().bitcast(I8X16, le, v);
+        let z = self.b.ins().bitcast(I8X16, le, zero);
+        let r = self.b.ins().shuffle(a, z, imm);
         self.b.ins().bitcast(F32X4, le, r)
     }
 
@@ -509,10 +540,73 @@ enum Cols {
     },
     /// Single columns `lo..hi` seeing `taps`.
     Scalars(Segment),
+    /// One block of `nv` vectors at column `start` (a constant) whose taps
+    /// may reach into the padding (see [`edge_plan`]).
+    Edge { start: usize, nv: usize },
+}
+
+/// The column plan of a stride-1 convolution with its padding in vectors:
+/// blocks from column 0, the last one overlapping its neighbour, the
+/// blocks at the ends of the row loading within the row and shifting the
+/// padding's zeros in. None when that does not apply: pools (their
+/// padding is not zero), blocks that may not overlap, rows narrower than
+/// a vector, windows reaching more than three columns past an end.
+fn edge_plan(w: &Window) -> Option<Vec<Cols>> {
+    let [_, in_w] = w.in_hw;
+    let [_, out_w] = w.out_hw;
+    let (k, p, d) = (w.kernel[1], w.padding[1], w.dilation[1]);
+    let reach_right = ((k - 1) * d) as i64 - p as i64;
+    if w.reduce != Reduce::Fma
+        || w.stride[1] != 1
+        || !w.overlap
+        || w.split_rows
+        || p == 0
+        || p > 3
+        || !(0..=3).contains(&reach_right)
+        || in_w < 4
+        || out_w < 4
+    {
+        return None;
+    }
+    let nv = if out_w >= 4 * w.nv { w.nv } else { 1 };
+    let nb = 4 * nv;
+    let mut starts: Vec<usize> = (0..out_w / nb).map(|b| b * nb).collect();
+    if out_w % nb != 0 {
+        starts.push(out_w - nb);
+    }
+    let inside = |c: usize| c >= p && (c + nb - 1) as i64 + reach_right < in_w as i64;
+    let mut items = Vec::new();
+    let mut i = 0;
+    while i < starts.len() {
+        let c = starts[i];
+        if !inside(c) {
+            items.push(Cols::Edge { start: c, nv });
+            i += 1;
+            continue;
+        }
+        // A run of evenly spaced blocks inside the row.
+        let mut count = 1;
+        while i + count < starts.len()
+            && starts[i + count] == c + count * nb
+            && inside(starts[i + count])
+        {
+            count += 1;
+        }
+        items.push(Cols::Vectors {
+            start: c,
+            count,
+            nv,
+        });
+        i += count;
+    }
+    Some(items)
 }
 
 /// The column plan of a row, shared by every row of a window kernel.
 fn column_plan(w: &Window) -> Vec<Cols> {
+    if let Some(items) = edge_plan(w) {
+        return items;
+    }
     let [_, in_w] = w.in_hw;
     let [_, out_w] = w.out_hw;
     let (k, s, p, d) = (w.kernel[1], w.stride[1], w.padding[1], w.dilation[1]);
@@ -634,13 +728,17 @@ fn window_row(g: &mut Gen, tile: &Tile, io: &Io, oy: Value, row: &Segment, cols:
                 let nb = (4 * nv) as i64;
                 let (s, e) = (*start as i64, *start as i64 + *count as i64 * nb);
                 g.for_const(s, e, nb, |g, ox| {
-                    window_block(g, tile, io, oy, ox, F32X4, *nv, row, None)
+                    window_block(g, tile, io, oy, ox, F32X4, *nv, row, None, None)
                 });
             }
             Cols::Scalars(seg) => {
                 g.for_const(seg.lo as i64, seg.hi as i64, 1, |g, ox| {
-                    window_block(g, tile, io, oy, ox, F32, 1, row, Some(seg))
+                    window_block(g, tile, io, oy, ox, F32, 1, row, Some(seg), None)
                 });
+            }
+            Cols::Edge { start, nv } => {
+                let ox = g.int(*start as i64);
+                window_block(g, tile, io, oy, ox, F32X4, *nv, row, None, Some(*start));
             }
         }
     }
@@ -869,6 +967,7 @@ fn window_block(
     nv: usize,
     row: &Segment,
     col: Option<&Segment>,
+    edge: Option<usize>,
 ) {
     let w = tile.w;
     let mt = tile.mt;
@@ -950,7 +1049,15 @@ fn window_block(
                                 continue;
                             }
                             let off = tap_off(ky, kx) + uu as i64 * in_plane * 4;
-                            let xs = load_inputs(g, ty, pic, off, nv, w.stride[1], &mut loads);
+                            let xs = match edge {
+                                Some(ox0) => (0..nv)
+                                    .map(|v| {
+                                        let e = (ox0 + 4 * v + kx * dx as usize) as i64 - px;
+                                        g.edge_load(pic, off + 16 * v as i64, e, in_w as i64)
+                                    })
+                                    .collect(),
+                                None => load_inputs(g, ty, pic, off, nv, w.stride[1], &mut loads),
+                            };
                             let woff0 = uu as i64 * ic_bytes + (((ky * kw + kx) * mt) * 4) as i64;
                             // The tile's weights of this tap are `mt`
                             // consecutive floats: loaded as vectors and
