@@ -379,7 +379,19 @@ impl Gen<'_> {
     /// (vectors, then a scalar tail).
     fn copy(&mut self, dst: Value, src: Value, len: usize, act: Activation) {
         let vecs = (len / 4) as i64;
-        self.for_const(0, vecs * 16, 16, |g, off| {
+        // Eight vectors per iteration, then the rest one by one: the loop
+        // control would otherwise cost more than the copy.
+        let unrolled = vecs / 8 * 8;
+        self.for_const(0, unrolled * 16, 8 * 16, |g, off| {
+            let s = g.b.ins().iadd(src, off);
+            let d = g.b.ins().iadd(dst, off);
+            let vs: Vec<Value> = (0..8).map(|i| g.load(F32X4, s, 16 * i)).collect();
+            for (i, v) in vs.into_iter().enumerate() {
+                let v = g.activation(F32X4, act, v);
+                g.store(v, d, 16 * i as i64);
+            }
+        });
+        self.for_const(unrolled * 16, vecs * 16, 16, |g, off| {
             let s = g.b.ins().iadd(src, off);
             let d = g.b.ins().iadd(dst, off);
             let v = g.load(F32X4, s, 0);
