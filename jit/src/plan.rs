@@ -528,7 +528,9 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
             let pointwise = c.kernel == [1, 1] && c.stride == [1, 1] && c.padding == [0, 0];
             // A 1x1 convolution sees its plane as rows of `width` pixels:
             // one row's inputs of every input channel of a group fit L1.
-            let width = pointwise.then(|| row_width(h * w, cin_g)).flatten();
+            let width = pointwise
+                .then(|| row_width(h * w, cin_g, c.groups))
+                .flatten();
             let (in_hw, out_hw) = match width {
                 Some(r) => ([(h * w).div_ceil(r), r], [(h * w).div_ceil(r), r]),
                 None if pointwise => ([1, h * w], [1, oh * ow]),
@@ -687,15 +689,22 @@ fn pool_window(
 /// register block) whose inputs fit in [`ROW_BYTES`]; the last row may be
 /// shorter. None when the whole plane fits (split by channel tiles
 /// instead, which gives more units to threads).
-fn row_width(len: usize, cin_g: usize) -> Option<usize> {
+fn row_width(len: usize, cin_g: usize, groups: usize) -> Option<usize> {
     let most = (ROW_BYTES / 4 / cin_g.max(1)).clamp(8, 256) / 8 * 8;
     if len <= most {
         return None;
     }
-    // Rows of about equal width, rounded up to whole blocks.
-    let rows = len.div_ceil(most);
+    // Rows of about equal width, rounded up to whole blocks; at least
+    // MIN_UNITS units in all, so that threads share the layer evenly.
+    let rows = len
+        .div_ceil(most)
+        .max(MIN_UNITS.div_ceil(groups.max(1)))
+        .min(len.div_ceil(8));
     Some(len.div_ceil(rows).next_multiple_of(8))
 }
+
+/// The fewest work units a row-split convolution is cut into.
+const MIN_UNITS: usize = 8;
 
 /// Bytes of input a row of a row-split 1x1 convolution may read.
 const ROW_BYTES: usize = 16 * 1024;
