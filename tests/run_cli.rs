@@ -268,3 +268,37 @@ fn unwritable_outputs_and_unknown_engines_fail_cleanly() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("invalid value 'tpu'"), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_reports_latency_throughput_per_kind_and_a_measured_peak() {
+    for threads in ["1", "2"] {
+        let mut args = vec!["bench"];
+        args.extend_from_slice(&SMALL);
+        args.extend_from_slice(&["--iters", "5", "--batch", "2", "--threads", threads]);
+        let o = shufflekit(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        for needle in [
+            "compile: ",
+            "latency: median ",
+            "throughput: ",
+            "pointwise",
+            "depthwise",
+            "of peak",
+            "peak measured: ",
+        ] {
+            assert!(out.contains(needle), "no `{needle}` in:\n{out}");
+        }
+        assert!(
+            out.contains(&format!("on {threads} thread(s)")),
+            "peak not measured on {threads} thread(s):\n{out}"
+        );
+    }
+    // The reference engine has no per-layer profile and no peak.
+    let mut args = vec!["bench"];
+    args.extend_from_slice(&SMALL);
+    args.extend_from_slice(&["--iters", "2", "--engine", "reference"]);
+    let o = shufflekit(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("peak measured"), "{}", stdout(&o));
+}
