@@ -205,6 +205,13 @@ fn external_weights_and_random_input() {
     assert!(header.contains("SHUFFLENET_V1_VERSION \"shufflekit "));
     assert!(header.contains("SHUFFLENET_V1_INPUT_SHAPE {3, 32, 32}"));
     assert!(!header.contains("void shufflenet_v1_run("));
+    let stack: usize = header
+        .lines()
+        .find_map(|l| l.strip_prefix("#define SHUFFLENET_V1_STACK_BYTES "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the header states the stack a call needs");
+    assert!((32..1 << 20).contains(&stack), "{stack}");
     let exe = link(dir.path(), &object, ARM);
     let weights = dir.path().join("model.weights");
     let (a, stdout) = execute(

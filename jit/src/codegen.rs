@@ -56,6 +56,9 @@ pub(crate) struct Code {
     pub alignment: u64,
     /// The disassembly, when asked for.
     pub asm: Option<String>,
+    /// Stack bytes of one call: the frame, the saved frame pointer and the
+    /// return address.
+    pub stack_bytes: usize,
 }
 
 /// Compiles functions to machine code in parallel.
@@ -84,7 +87,20 @@ pub(crate) fn compile(
                 bytes: compiled.code_buffer().to_vec(),
                 alignment: u64::from(compiled.buffer.alignment),
                 asm: compiled.vcode.clone(),
+                stack_bytes: frame_bytes(&compiled.buffer),
             })
         })
         .collect()
+}
+
+/// Stack bytes of a compiled function per call: its frame below the frame
+/// pointer (spills, stack slots, saved registers) plus the saved frame
+/// pointer and return address.
+pub(crate) fn frame_bytes(
+    buffer: &cranelift_codegen::MachBufferFinalized<cranelift_codegen::Final>,
+) -> usize {
+    buffer
+        .frame_layout()
+        .map_or(0, |f| f.frame_to_fp_offset as usize)
+        + 16
 }

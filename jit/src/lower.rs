@@ -17,9 +17,10 @@
 //! stride-2 gathers, the one extra element the second load reads) are
 //! inside the row, except edge blocks of stride-1 convolutions, whose
 //! vectors that would reach past an end of the row load the four elements
-//! at that end instead and shift the padding's zeros in; tables (output
-//! positions, gather sources) are built and checked against the shapes by
-//! the packer.
+//! at that end instead and shift the padding's zeros in; a row copied to
+//! the stack is copied within the row into a slot sized for it at compile
+//! time; tables (output positions, gather sources) are built and checked
+//! against the shapes by the packer.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64, I8X16};

@@ -188,6 +188,11 @@ pub fn compile_object(
     module
         .define_function(run_w, &mut ctx)
         .map_err(module_err)?;
+    // The deepest call: `_run`, `_run_with_weights`, then one kernel.
+    let driver_bytes = ctx
+        .compiled_code()
+        .map_or(0, |c| codegen::frame_bytes(&c.buffer));
+    let stack_bytes = 2 * driver_bytes + code.iter().map(|c| c.stack_bytes).max().unwrap_or(0);
     module.clear_context(&mut ctx);
 
     if options.embed_weights {
@@ -234,7 +239,7 @@ pub fn compile_object(
     let input_len = plan.input_shape.dims().iter().product();
     let output_len = plan.values[plan.output].len;
     let arena_bytes = plan.arena_len * 4;
-    let header = header(&name, &plan, arena_bytes, options, &target);
+    let header = header(&name, &plan, arena_bytes, stack_bytes, options, &target);
     Ok(ObjectFile {
         object,
         header,
@@ -362,6 +367,7 @@ fn header(
     name: &str,
     plan: &Plan,
     arena_bytes: usize,
+    stack_bytes: usize,
     options: &ObjectOptions,
     target: &Target,
 ) -> String {
@@ -383,7 +389,9 @@ fn header(
          \x20* All tensors are dense float32, NCHW, batch first. The caller provides\n\
          \x20* an arena of {up}_ARENA_BYTES bytes per image (4-byte aligned; 64 is\n\
          \x20* best); the object calls no libc function and never allocates. Calls\n\
-         \x20* on different arenas may run on different threads.\n\
+         \x20* on different arenas may run on different threads. A call needs\n\
+         \x20* {up}_STACK_BYTES bytes of stack (some kernels copy a row of inputs\n\
+         \x20* there; their frames probe every page in order).\n\
          \x20*/\n\
          #ifndef SHUFFLEKIT_{up}_H\n\
          #define SHUFFLEKIT_{up}_H\n\n\
@@ -397,6 +405,7 @@ fn header(
          #define {up}_OUTPUT_SHAPE {{{out_shape}}}\n\
          #define {up}_OUTPUT_SIZE {out_len} /* floats per image */\n\
          #define {up}_ARENA_BYTES {arena} /* per image */\n\
+         #define {up}_STACK_BYTES {stack} /* deepest call, from the frames */\n\
          #define {up}_WEIGHTS_BYTES {wbytes}\n\
          #define {up}_EMBEDDED_WEIGHTS {embedded}\n\n\
          #ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n",
@@ -406,6 +415,7 @@ fn header(
         out_rank = out_dims.len(),
         out_shape = dims(out_dims),
         arena = arena_bytes.max(1),
+        stack = stack_bytes,
         wbytes = plan
             .layers
             .iter()
