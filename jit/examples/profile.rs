@@ -22,7 +22,9 @@ fn main() {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/shufflenet_v1.yaml");
+    // SPEC=specs/other.yaml (relative to the workspace) profiles another spec.
+    let spec = std::env::var("SPEC").unwrap_or_else(|_| "specs/shufflenet_v1.yaml".into());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(spec);
     let graph = spec::load(&path, &sets).expect("spec");
     let weights = Weights::init(
         &graph,
