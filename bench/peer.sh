@@ -6,9 +6,13 @@
 # Extra arguments go to peer-bench (e.g. --runs 50, --only "v2", --batch 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -c "import numpy, onnxruntime" 2>/dev/null ||
-  python3 -m pip install --quiet --disable-pip-version-check numpy onnxruntime
+SETUP_WHO="bench/peer.sh"
+# shellcheck source=scripts/lib/setup.sh
+. scripts/lib/setup.sh
+safe_path
+# ONNX Runtime in an environment of its own, pinned (exports PYTHON).
+python_env "$(pwd)/target/bench-pyenv" "$(pwd)/bench/requirements.txt" numpy onnxruntime
 # tract builds in its own workspace (minutes the first time).
 cargo build --release --quiet --manifest-path bench/tract-runner/Cargo.toml
 cargo build --release --quiet -p peer-bench
-exec target/release/peer-bench "$@"
+exec target/release/peer-bench --python "$PYTHON" "$@"

@@ -4,12 +4,12 @@
 //! sharing only the tensor names with our specs.
 //!
 //! Each case writes weights with random batch-norm statistics and a random
-//! batch of two images, runs the script with `python3` (or `$PYTHON`), and
-//! compares logits within 1e-4 relative (max abs diff / max abs value).
-//! Without Python or numpy the tests fail: run `pip install numpy`.
+//! batch of two images, runs the script in the pinned Python environment
+//! `scripts/test` makes (`$PYTHON`), and compares logits within 1e-4
+//! relative (max abs diff / max abs value).
+//! Without that environment the tests fail, naming `scripts/test`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use shufflekit_ir::eval;
 use shufflekit_ir::input::{random_input, read_npy, write_npy};
@@ -24,20 +24,6 @@ fn root() -> PathBuf {
         .parent()
         .expect("the ir crate lives in the workspace")
         .to_path_buf()
-}
-
-fn python() -> String {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    match Command::new(&python).args(["-c", "import numpy"]).output() {
-        Ok(o) if o.status.success() => python,
-        Ok(o) => panic!(
-            "`{python}` cannot import numpy ({}): run `pip install numpy`",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => {
-            panic!("cannot run `{python}` ({e}): install Python 3 and run `pip install numpy`")
-        }
-    }
 }
 
 /// Builds `spec` with `overrides`, evaluates it and the oracle on the same
@@ -71,22 +57,16 @@ fn compare(case: &str, spec_file: &str, overrides: &[(&str, &str)], oracle: &[&s
     let _ = std::fs::remove_file(&y_path);
 
     let script = root().join("tests/oracle/numpy_reference.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .args(oracle)
-        .arg("--weights")
-        .arg(&w_path)
-        .arg("--input")
-        .arg(&x_path)
-        .arg("--output")
-        .arg(&y_path)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{case}: the numpy oracle failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args: Vec<&std::ffi::OsStr> = oracle.iter().map(std::ffi::OsStr::new).collect();
+    args.extend([
+        "--weights".as_ref(),
+        w_path.as_os_str(),
+        "--input".as_ref(),
+        x_path.as_os_str(),
+        "--output".as_ref(),
+        y_path.as_os_str(),
+    ]);
+    shufflekit_test_support::run_script(&["numpy"], &script, &args);
     let expected = read_npy(&y_path).unwrap();
     let got = eval::evaluate(&graph, &weights, &x).unwrap();
     assert_eq!(

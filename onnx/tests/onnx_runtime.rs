@@ -1,15 +1,15 @@
 //! Differential tests against ONNX Runtime, round trips and import of an
 //! independently built model.
 //!
-//! Python with `onnx`, `onnxruntime` and `numpy` is required (`scripts/test`
-//! installs them); without them these tests fail, they do not skip. The
+//! Python with `onnx`, `onnxruntime` and `numpy` is required: the pinned
+//! environment `scripts/test` makes (`$PYTHON`); without it these tests
+//! fail, they do not skip. The
 //! scripts in `tests/python/` are the Python side: `ort_run.py` checks a
 //! model with `onnx.checker` and runs it in ONNX Runtime;
 //! `make_shufflenet_v2.py` builds a ShuffleNet v2 with `onnx.helper` the way
 //! PyTorch exports torchvision's.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use shufflekit_ir::cost::{self, Convention};
 use shufflekit_ir::input::{random_input, read_npy, write_npy};
@@ -33,34 +33,13 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn python() -> String {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    match Command::new(&python)
-        .args(["-c", "import numpy, onnx, onnxruntime"])
-        .output()
-    {
-        Ok(o) if o.status.success() => python,
-        Ok(o) => panic!(
-            "`{python}` cannot import numpy, onnx and onnxruntime ({}): run `pip install numpy onnx onnxruntime` (scripts/test does)",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => panic!(
-            "cannot run `{python}` ({e}): install Python 3 and `pip install numpy onnx onnxruntime`"
-        ),
-    }
-}
+/// The Python modules these tests use (from the environment `scripts/test`
+/// makes).
+const MODULES: &[&str] = &["numpy", "onnx", "onnxruntime"];
 
 fn run_python(args: &[&std::ffi::OsStr]) {
-    let out = Command::new(python())
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "python {:?} failed:\n{}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (script, rest) = args.split_first().expect("a script to run");
+    shufflekit_test_support::run_script(MODULES, Path::new(script), rest);
 }
 
 fn temp_dir(case: &str) -> PathBuf {

@@ -77,7 +77,8 @@ struct Args {
     /// The tract runner binary.
     #[arg(long, default_value = "bench/tract-runner/target/release/tract-runner")]
     tract: PathBuf,
-    /// The Python interpreter with onnxruntime and numpy.
+    /// The Python interpreter with onnxruntime and numpy (`bench/peer.sh`
+    /// passes the environment it makes from `bench/requirements.txt`).
     #[arg(long, default_value = "python3")]
     python: String,
     /// Where models, inputs and outputs are written.
@@ -152,6 +153,7 @@ fn main() -> anyhow::Result<()> {
                 let ort_out = args.work_dir.join("ort.npy");
                 let ort = peer(
                     Command::new(&args.python)
+                        .arg("-I")
                         .arg(root.join("bench/ort_runner.py"))
                         .args([&model_path, &x_path, &ort_out]),
                     &args,
