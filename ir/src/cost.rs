@@ -76,12 +76,12 @@ impl LayerKind {
     pub fn of(graph: &Graph, id: NodeId) -> LayerKind {
         match &graph.node(id).op {
             Op::Conv2d(c) => {
-                let cin = graph
+                let depthwise = graph
                     .input_shapes(id)
                     .first()
-                    .map(|s| s.channels())
-                    .unwrap_or(0);
-                if c.is_depthwise(cin) {
+                    .and_then(|s| c.geometry(s).ok())
+                    .is_some_and(|g| g.is_depthwise());
+                if depthwise {
                     LayerKind::Depthwise
                 } else if c.kernel == [1, 1] {
                     LayerKind::Pointwise
@@ -168,10 +168,9 @@ pub fn count(graph: &Graph, convention: Convention) -> Cost {
         let out = node.shape.numel() as u64;
         let input_elems = in_shapes.first().map(|s| s.numel() as u64).unwrap_or(0);
         let macs = match &node.op {
-            Op::Conv2d(c) => {
-                let cin = in_shapes[0].channels() as u64;
-                out * (c.kernel[0] * c.kernel[1]) as u64 * (cin / c.groups as u64)
-            }
+            // The graph's shapes were checked when each node was wired in,
+            // so the geometry exists.
+            Op::Conv2d(c) => c.geometry(in_shapes[0]).map_or(0, |g| g.macs()),
             Op::Linear(_) => out * in_shapes[0].numel() as u64,
             _ => 0,
         };
@@ -194,7 +193,7 @@ pub fn count(graph: &Graph, convention: Convention) -> Cost {
         };
         let (mut p, mut b) = (0u64, 0u64);
         for w in node.op.weights(&in_shapes) {
-            if w.trainable {
+            if w.trainable() {
                 p += w.numel() as u64;
             } else {
                 b += w.numel() as u64;

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::graph::{Graph, IrError, Node, NodeId};
-use crate::ops::{self, Op};
+use crate::ops::{self, ConvGeometry, Op, WeightKey};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 use crate::verify;
@@ -293,19 +293,17 @@ fn alloc(len: usize, node: &Node) -> Result<Vec<f32>, EvalError> {
     Ok(v)
 }
 
-/// Ops whose output has the input's layout and can overwrite it.
+/// Unary ops computed over their input's buffer: those that may overwrite
+/// their only input ([`Op::in_place_inputs`]) and reshapes.
 fn is_in_place(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Relu | Op::Relu6 | Op::Sigmoid | Op::BatchNorm(_) | Op::Flatten
-    )
+    (op.arity() == ops::Arity::Exactly(1) && op.in_place_inputs() == [0]) || op.is_reshape()
 }
 
-fn weight<'a>(weights: &'a Weights, node: &Node, suffix: &str) -> Result<&'a [f32], EvalError> {
+fn weight<'a>(weights: &'a Weights, node: &Node, key: WeightKey) -> Result<&'a [f32], EvalError> {
     weights
-        .get(&format!("{}.{suffix}", node.name))
+        .of(&node.name, key)
         .map(Tensor::data)
-        .ok_or_else(|| internal(node, format!("weight `{suffix}` is missing")))
+        .ok_or_else(|| internal(node, format!("weight `{key}` is missing")))
 }
 
 fn chw(shape: &Shape, node: &Node) -> Result<(usize, usize, usize), EvalError> {
@@ -337,10 +335,10 @@ fn apply_in_place(
                 node.shape.spatial(),
                 p.eps,
                 [
-                    weight(weights, node, "weight")?,
-                    weight(weights, node, "bias")?,
-                    weight(weights, node, "running_mean")?,
-                    weight(weights, node, "running_var")?,
+                    weight(weights, node, WeightKey::Weight)?,
+                    weight(weights, node, WeightKey::Bias)?,
+                    weight(weights, node, WeightKey::RunningMean)?,
+                    weight(weights, node, WeightKey::RunningVar)?,
                 ],
             );
         }
@@ -420,17 +418,16 @@ fn compute(
     match &node.op {
         Op::Conv2d(p) => {
             let bias = if p.bias {
-                Some(weight(weights, node, "bias")?)
+                Some(weight(weights, node, WeightKey::Bias)?)
             } else {
                 None
             };
+            let geometry = p.geometry(x_shape).map_err(|e| internal(node, e))?;
             conv2d(
                 x,
-                chw(x_shape, node)?,
-                p,
-                weight(weights, node, "weight")?,
+                &geometry,
+                weight(weights, node, WeightKey::Weight)?,
                 bias,
-                chw(&node.shape, node)?,
                 out,
             );
             // The fused epilogue, in its defining order: reorder channels,
@@ -505,14 +502,14 @@ fn compute(
         }
         Op::Linear(p) => {
             let bias = if p.bias {
-                Some(weight(weights, node, "bias")?)
+                Some(weight(weights, node, WeightKey::Bias)?)
             } else {
                 None
             };
             linear(
                 x,
                 x_shape.numel(),
-                weight(weights, node, "weight")?,
+                weight(weights, node, WeightKey::Weight)?,
                 bias,
                 p.out_features,
                 out,
@@ -555,17 +552,16 @@ const ROW_SPLIT: usize = 4096;
 /// y*sh + ky*dh - ph, x*sw + kx*dw - pw]` (zero outside the input).
 fn conv2d(
     x: &[f32],
-    (c, h, w): (usize, usize, usize),
-    p: &ops::Conv2d,
+    geometry: &ConvGeometry,
     weight: &[f32],
     bias: Option<&[f32]>,
-    (o, oh, ow): (usize, usize, usize),
     out: &mut [f32],
 ) {
-    let cin_g = c / p.groups;
-    let cout_g = o / p.groups;
-    let taps = cin_g * p.kernel[0] * p.kernel[1];
-    let plane = oh * ow;
+    let (c, o) = (geometry.in_channels, geometry.out_channels);
+    let ([h, w], [oh, ow]) = (geometry.in_size, geometry.out_size);
+    let (cin_g, cout_g) = (geometry.in_per_group, geometry.out_per_group);
+    let taps = cin_g * geometry.taps();
+    let plane = geometry.out_plane();
     out.par_chunks_mut(plane)
         .enumerate()
         .for_each(|(bo, out_plane)| {
@@ -577,11 +573,8 @@ fn conv2d(
             out_plane.fill(bias.map_or(0.0, |bias| bias[oc]));
             let conv = ConvPlane {
                 input: group_in,
-                h,
-                w,
-                ow,
+                geometry,
                 weights: w_oc,
-                p,
             };
             if plane >= ROW_SPLIT && oh > 1 {
                 let rows = (ROW_SPLIT / ow).max(1);
@@ -598,24 +591,20 @@ fn conv2d(
 /// One output channel of one image: its group's input planes and weights.
 struct ConvPlane<'a> {
     input: &'a [f32],
-    h: usize,
-    w: usize,
-    ow: usize,
+    geometry: &'a ConvGeometry,
     weights: &'a [f32],
-    p: &'a ops::Conv2d,
 }
 
 impl ConvPlane<'_> {
     /// Accumulates output rows `oy0 ..` into `out` (whole rows).
     fn rows(&self, oy0: usize, out: &mut [f32]) {
-        let p = self.p;
-        let (h, w, ow) = (self.h, self.w, self.ow);
+        let p = self.geometry;
+        let ([h, w], ow) = (p.in_size, p.out_size[1]);
         let [kh, kw] = p.kernel;
         let [sh, sw] = p.stride;
         let nrows = out.len() / ow;
-        let cin = self.input.len() / (h * w);
-        let pointwise = p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0];
-        if pointwise {
+        let cin = p.in_per_group;
+        if p.is_pointwise() {
             // Output and input planes coincide: accumulate whole blocks of
             // rows, four input channels at a time.
             let (lo, hi) = (oy0 * w, (oy0 + nrows) * w);
@@ -892,11 +881,11 @@ mod tests {
             for spec in g.weights(id) {
                 let data = given
                     .iter()
-                    .find(|(s, _)| *s == spec.suffix)
+                    .find(|(s, _)| *s == spec.key().suffix())
                     .map(|(_, d)| d.clone())
-                    .unwrap_or_else(|| panic!("no weights for {}", spec.suffix));
+                    .unwrap_or_else(|| panic!("no weights for {}", spec.key()));
                 w.insert(
-                    format!("{}.{}", g.node(id).name, spec.suffix),
+                    spec.tensor_name(&g.node(id).name),
                     Tensor::new(spec.shape.clone(), data).unwrap(),
                 );
             }

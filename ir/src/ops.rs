@@ -6,19 +6,125 @@ use std::fmt;
 
 use crate::shape::{Shape, MAX_ELEMENTS};
 
-/// A weight tensor an op owns, named `<node name>.<suffix>`.
+/// Which of a node's tensors: the tensor is named `<node name>.<suffix>`
+/// (PyTorch's names, so weight files and ONNX initializers line up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WeightKey {
+    /// `weight`: a convolution's or linear layer's kernel, a batch norm's scale.
+    Weight,
+    /// `bias`: a per-channel bias, a batch norm's shift.
+    Bias,
+    /// `running_mean`: a batch norm's running mean.
+    RunningMean,
+    /// `running_var`: a batch norm's running variance.
+    RunningVar,
+}
+
+impl WeightKey {
+    /// Every key, in the order a node lists its tensors.
+    pub const ALL: [WeightKey; 4] = [
+        WeightKey::Weight,
+        WeightKey::Bias,
+        WeightKey::RunningMean,
+        WeightKey::RunningVar,
+    ];
+
+    /// The tensor name's suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            WeightKey::Weight => "weight",
+            WeightKey::Bias => "bias",
+            WeightKey::RunningMean => "running_mean",
+            WeightKey::RunningVar => "running_var",
+        }
+    }
+
+    /// The key a suffix names, if any.
+    pub fn from_suffix(suffix: &str) -> Option<WeightKey> {
+        WeightKey::ALL.into_iter().find(|k| k.suffix() == suffix)
+    }
+
+    /// The full tensor name for node `node`: `<node>.<suffix>`.
+    pub fn tensor_name(self, node: &str) -> String {
+        format!("{node}.{}", self.suffix())
+    }
+}
+
+impl fmt::Display for WeightKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.suffix())
+    }
+}
+
+/// What a weight tensor does in its op: how it is initialised, trained and
+/// decayed follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WeightRole {
+    /// The multiplicative kernel of a convolution or linear layer
+    /// (initialised by fan-in, weight-decayed).
+    Kernel,
+    /// An added per-channel bias.
+    Bias,
+    /// A batch norm's scale (gamma).
+    Scale,
+    /// A batch norm's shift (beta).
+    Shift,
+    /// A batch norm's running mean (a buffer, not trained).
+    RunningMean,
+    /// A batch norm's running variance (a buffer, not trained).
+    RunningVar,
+}
+
+impl WeightRole {
+    /// The key, and so the name, of a tensor with this role.
+    pub fn key(self) -> WeightKey {
+        match self {
+            WeightRole::Kernel | WeightRole::Scale => WeightKey::Weight,
+            WeightRole::Bias | WeightRole::Shift => WeightKey::Bias,
+            WeightRole::RunningMean => WeightKey::RunningMean,
+            WeightRole::RunningVar => WeightKey::RunningVar,
+        }
+    }
+
+    /// Learned parameters count towards a model's parameter total and get
+    /// gradients; buffers (running statistics) do neither.
+    pub fn is_trainable(self) -> bool {
+        !matches!(self, WeightRole::RunningMean | WeightRole::RunningVar)
+    }
+
+    /// Only kernels take weight decay (not biases, not batch-norm affines).
+    pub fn is_decayed(self) -> bool {
+        self == WeightRole::Kernel
+    }
+}
+
+/// A weight tensor an op owns, named `<node name>.<suffix>`. Its first
+/// dimension always indexes the node's output channels (or features), so a
+/// permutation of those channels reorders exactly its rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightSpec {
-    /// Suffix of the tensor name: `weight`, `bias`, `running_mean`, `running_var`.
-    pub suffix: &'static str,
+    /// What the tensor does; its key gives the name's suffix.
+    pub role: WeightRole,
     /// Shape of the tensor.
     pub shape: Vec<usize>,
-    /// Learned parameters count towards a model's parameter total; buffers
-    /// (batch-norm running statistics) do not.
-    pub trainable: bool,
 }
 
 impl WeightSpec {
+    /// The key of the tensor (the suffix of its name).
+    pub fn key(&self) -> WeightKey {
+        self.role.key()
+    }
+
+    /// The tensor's full name for node `node`.
+    pub fn tensor_name(&self, node: &str) -> String {
+        self.key().tensor_name(node)
+    }
+
+    /// Learned parameter (counted, trained) rather than a buffer.
+    pub fn trainable(&self) -> bool {
+        self.role.is_trainable()
+    }
+
     /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
@@ -100,13 +206,10 @@ impl Conv2d {
         }
     }
 
-    /// True when every group has exactly one input and one output channel.
-    pub fn is_depthwise(&self, in_channels: usize) -> bool {
-        self.groups == in_channels && self.groups == self.out_channels
-    }
-
-    /// The output shape for an input `[C, H, W]`.
-    pub fn output_shape(&self, input: &Shape) -> Result<Shape, String> {
+    /// The convolution's geometry on an input `[C, H, W]`, or why it does
+    /// not fit: the one place the group split, the depthwise test and the
+    /// output size are worked out (eval, grad, cost and the JIT read it).
+    pub fn geometry(&self, input: &Shape) -> Result<ConvGeometry, String> {
         let (c, h, w) = chw(input, "conv2d")?;
         for (what, v) in [
             ("out", self.out_channels),
@@ -131,46 +234,50 @@ impl Conv2d {
                 self.out_channels, self.groups
             ));
         }
-        let oh = window_out(
-            h,
-            self.kernel[0],
-            self.stride[0],
-            self.padding[0],
-            self.dilation[0],
-            false,
-        )
-        .ok_or_else(|| {
-            too_small(
-                "height",
-                h,
-                self.kernel[0],
-                self.padding[0],
-                self.dilation[0],
+        let mut out_size = [0; 2];
+        for (axis, (what, len)) in [("height", h), ("width", w)].into_iter().enumerate() {
+            out_size[axis] = window_out(
+                len,
+                self.kernel[axis],
+                self.stride[axis],
+                self.padding[axis],
+                self.dilation[axis],
+                false,
             )
-        })?;
-        let ow = window_out(
-            w,
-            self.kernel[1],
-            self.stride[1],
-            self.padding[1],
-            self.dilation[1],
-            false,
-        )
-        .ok_or_else(|| {
-            too_small(
-                "width",
-                w,
-                self.kernel[1],
-                self.padding[1],
-                self.dilation[1],
-            )
-        })?;
-        let weight = self.weight_shape(c);
-        checked_numel(&weight).ok_or("the weight tensor is larger than the size limit")?;
+            .ok_or_else(|| {
+                too_small(
+                    what,
+                    len,
+                    self.kernel[axis],
+                    self.padding[axis],
+                    self.dilation[axis],
+                )
+            })?;
+        }
+        Ok(ConvGeometry {
+            groups: self.groups,
+            in_channels: c,
+            out_channels: self.out_channels,
+            in_per_group: c / self.groups,
+            out_per_group: self.out_channels / self.groups,
+            in_size: [h, w],
+            out_size,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        })
+    }
+
+    /// The output shape for an input `[C, H, W]`.
+    pub fn output_shape(&self, input: &Shape) -> Result<Shape, String> {
+        let g = self.geometry(input)?;
+        checked_numel(&self.weight_shape(g.in_channels))
+            .ok_or("the weight tensor is larger than the size limit")?;
         if let Some(order) = &self.output_order {
             check_permutation(order, self.out_channels)?;
         }
-        Ok(Shape::chw(self.out_channels, oh, ow))
+        Ok(Shape::chw(self.out_channels, g.out_size[0], g.out_size[1]))
     }
 
     /// Shape of the weight tensor for `in_channels` input channels.
@@ -181,6 +288,76 @@ impl Conv2d {
             self.kernel[0],
             self.kernel[1],
         ]
+    }
+}
+
+/// A convolution applied to an input of a given size: channels per group,
+/// plane sizes and the window, all checked ([`Conv2d::geometry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Channel groups.
+    pub groups: usize,
+    /// Input channels (all groups).
+    pub in_channels: usize,
+    /// Output channels (all groups).
+    pub out_channels: usize,
+    /// Input channels each output channel sees (`in_channels / groups`).
+    pub in_per_group: usize,
+    /// Output channels of one group (`out_channels / groups`).
+    pub out_per_group: usize,
+    /// Input plane `[h, w]`.
+    pub in_size: [usize; 2],
+    /// Output plane `[oh, ow]`.
+    pub out_size: [usize; 2],
+    /// Kernel `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Zero padding on each side `[ph, pw]`.
+    pub padding: [usize; 2],
+    /// Dilation `[dh, dw]`.
+    pub dilation: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Every group has exactly one input and one output channel.
+    pub fn is_depthwise(&self) -> bool {
+        self.in_per_group == 1 && self.out_per_group == 1
+    }
+
+    /// A 1x1 kernel with stride 1 and no padding: the input plane is the
+    /// matrix a matrix product reads, untouched.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// Kernel taps `kh * kw`.
+    pub fn taps(&self) -> usize {
+        self.kernel[0] * self.kernel[1]
+    }
+
+    /// Input plane size `h * w`.
+    pub fn in_plane(&self) -> usize {
+        self.in_size[0] * self.in_size[1]
+    }
+
+    /// Output plane size `oh * ow`.
+    pub fn out_plane(&self) -> usize {
+        self.out_size[0] * self.out_size[1]
+    }
+
+    /// Multiply-adds of one image: every output value sums
+    /// `in_per_group * kh * kw` products.
+    pub fn macs(&self) -> u64 {
+        [
+            self.out_channels,
+            self.out_plane(),
+            self.taps(),
+            self.in_per_group,
+        ]
+        .iter()
+        .map(|&v| v as u64)
+        .product()
     }
 }
 
@@ -584,52 +761,60 @@ impl Op {
     /// The weight tensors the op owns, given its input shapes.
     pub fn weights(&self, inputs: &[&Shape]) -> Vec<WeightSpec> {
         let channels = inputs.first().map(|s| s.channels()).unwrap_or(0);
+        let spec = |role, shape| WeightSpec { role, shape };
         match self {
             Op::Conv2d(p) => {
-                let mut w = vec![WeightSpec {
-                    suffix: "weight",
-                    shape: p.weight_shape(channels),
-                    trainable: true,
-                }];
+                let mut w = vec![spec(WeightRole::Kernel, p.weight_shape(channels))];
                 if p.bias {
-                    w.push(WeightSpec {
-                        suffix: "bias",
-                        shape: vec![p.out_channels],
-                        trainable: true,
-                    });
+                    w.push(spec(WeightRole::Bias, vec![p.out_channels]));
                 }
                 w
             }
             Op::BatchNorm(_) => [
-                ("weight", true),
-                ("bias", true),
-                ("running_mean", false),
-                ("running_var", false),
+                WeightRole::Scale,
+                WeightRole::Shift,
+                WeightRole::RunningMean,
+                WeightRole::RunningVar,
             ]
             .into_iter()
-            .map(|(suffix, trainable)| WeightSpec {
-                suffix,
-                shape: vec![channels],
-                trainable,
-            })
+            .map(|role| spec(role, vec![channels]))
             .collect(),
             Op::Linear(p) => {
-                let mut w = vec![WeightSpec {
-                    suffix: "weight",
-                    shape: vec![p.out_features, channels],
-                    trainable: true,
-                }];
+                let mut w = vec![spec(WeightRole::Kernel, vec![p.out_features, channels])];
                 if p.bias {
-                    w.push(WeightSpec {
-                        suffix: "bias",
-                        shape: vec![p.out_features],
-                        trainable: true,
-                    });
+                    w.push(spec(WeightRole::Bias, vec![p.out_features]));
                 }
                 w
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The input slots whose bytes the output may overwrite: the input has
+    /// the output's shape and each element is read just before the same
+    /// element is written. The evaluator, the memory plan and the JIT's
+    /// aliasing check read this one list.
+    pub fn in_place_inputs(&self) -> &'static [usize] {
+        match self {
+            Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => &[0],
+            Op::Add => &[0, 1],
+            // The second input may be a per-channel [C, 1, 1] factor.
+            Op::Mul => &[0],
+            // The fused residual (slot 1) has the output's shape.
+            Op::Conv2d(c) if c.residual => &[1],
+            _ => &[],
+        }
+    }
+
+    /// The output is the input's bytes, only the shape changes (`flatten`).
+    pub fn is_reshape(&self) -> bool {
+        matches!(self, Op::Flatten)
+    }
+
+    /// The output is a contiguous range of the input's bytes (a channel
+    /// slice of an NCHW tensor), so it can be a view.
+    pub fn is_view(&self) -> bool {
+        matches!(self, Op::ChannelSlice(_))
     }
 
     /// True for ops that act on each channel independently, so a channel
@@ -748,6 +933,71 @@ mod tests {
             c.output_shape(&Shape::chw(3, 224, 224)).unwrap(),
             Shape::chw(24, 111, 111)
         );
+    }
+
+    #[test]
+    fn conv_geometry_splits_groups_and_counts_macs() {
+        // ShuffleNet v1 g=3, stage 2 unit 2's first group conv: 240 -> 60, 1x1, 28x28.
+        let mut c = Conv2d::new(60, 1);
+        c.groups = 3;
+        let g = c.geometry(&Shape::chw(240, 28, 28)).unwrap();
+        assert_eq!((g.in_per_group, g.out_per_group), (80, 20));
+        assert!(g.is_pointwise() && !g.is_depthwise());
+        // 60 outputs x 784 pixels x 80 inputs each.
+        assert_eq!(g.macs(), 60 * 784 * 80);
+        // Its 3x3 stride-2 depthwise conv: 60 -> 60 at 14x14.
+        let mut d = Conv2d::new(60, 3);
+        d.groups = 60;
+        d.stride = [2, 2];
+        d.padding = [1, 1];
+        let g = d.geometry(&Shape::chw(60, 28, 28)).unwrap();
+        assert!(g.is_depthwise() && !g.is_pointwise());
+        assert_eq!(
+            (g.out_size, g.taps(), g.macs()),
+            ([14, 14], 9, 60 * 196 * 9)
+        );
+        // A depth multiplier of 2 is grouped, not depthwise.
+        d.out_channels = 120;
+        assert!(!d.geometry(&Shape::chw(60, 28, 28)).unwrap().is_depthwise());
+    }
+
+    #[test]
+    fn every_weight_is_indexed_by_output_channel_first() {
+        let x = Shape::chw(6, 8, 8);
+        let mut conv = Conv2d::new(4, 3);
+        conv.groups = 2;
+        conv.bias = true;
+        let ops = [
+            Op::Conv2d(conv),
+            Op::BatchNorm(BatchNorm::default()),
+            Op::Linear(Linear {
+                out_features: 5,
+                bias: true,
+            }),
+        ];
+        for op in ops {
+            let input = if matches!(op, Op::Linear(_)) {
+                Shape::flat(384)
+            } else {
+                x.clone()
+            };
+            let out = op.output_shape(&[&input]).unwrap();
+            let specs = op.weights(&[&input]);
+            assert!(!specs.is_empty(), "{op}");
+            for spec in specs {
+                assert_eq!(spec.shape[0], out.channels(), "{op}: {}", spec.key());
+                assert_eq!(
+                    WeightKey::from_suffix(spec.key().suffix()),
+                    Some(spec.key())
+                );
+            }
+        }
+        assert_eq!(
+            WeightKey::RunningVar.tensor_name("s2.bn"),
+            "s2.bn.running_var"
+        );
+        assert!(!WeightRole::RunningMean.is_trainable() && WeightRole::Scale.is_trainable());
+        assert!(WeightRole::Kernel.is_decayed() && !WeightRole::Scale.is_decayed());
     }
 
     #[test]

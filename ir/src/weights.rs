@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::graph::Graph;
-use crate::ops::Op;
+use crate::ops::{WeightKey, WeightRole};
 use crate::tensor::Tensor;
 
 /// A set of named `f32` tensors, kept sorted by name so that iteration and
@@ -200,12 +200,12 @@ impl Weights {
         for id in graph.nodes() {
             let node = graph.node(id);
             for spec in graph.weights(id) {
-                let name = format!("{}.{}", node.name, spec.suffix);
+                let name = spec.tensor_name(&node.name);
                 let mut rng = named_rng(options.seed, "weights", &name);
                 let n = spec.numel();
                 let random = options.randomize_batch_norm;
-                let data: Vec<f32> = match (&node.op, spec.suffix) {
-                    (Op::Conv2d(_) | Op::Linear(_), "weight") => {
+                let data: Vec<f32> = match spec.role {
+                    WeightRole::Kernel => {
                         let fan_in: usize = spec.shape.iter().skip(1).product();
                         let std = (2.0 / fan_in.max(1) as f64).sqrt();
                         normal_values(&mut rng, n)
@@ -213,15 +213,12 @@ impl Weights {
                             .map(|z| (z as f64 * std) as f32)
                             .collect()
                     }
-                    (Op::BatchNorm(_), "weight") => uniform_or(&mut rng, n, random, 0.5, 1.5, 1.0),
-                    (Op::BatchNorm(_), "bias" | "running_mean") => {
+                    WeightRole::Scale => uniform_or(&mut rng, n, random, 0.5, 1.5, 1.0),
+                    WeightRole::Shift | WeightRole::RunningMean => {
                         uniform_or(&mut rng, n, random, -0.2, 0.2, 0.0)
                     }
-                    (Op::BatchNorm(_), "running_var") => {
-                        uniform_or(&mut rng, n, random, 0.5, 2.0, 1.0)
-                    }
-                    (_, "bias") => uniform_or(&mut rng, n, random, -0.1, 0.1, 0.0),
-                    _ => vec![0.0; n],
+                    WeightRole::RunningVar => uniform_or(&mut rng, n, random, 0.5, 2.0, 1.0),
+                    WeightRole::Bias => uniform_or(&mut rng, n, random, -0.1, 0.1, 0.0),
                 };
                 // The graph checked every weight shape against the size
                 // limit, so the lengths agree.
@@ -246,6 +243,26 @@ impl Weights {
     /// The tensor of that name.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.get(name)
+    }
+
+    /// The tensor `key` of node `node` (`<node>.<suffix>`).
+    pub fn of(&self, node: &str, key: WeightKey) -> Option<&Tensor> {
+        self.tensors.get(&key.tensor_name(node))
+    }
+
+    /// Mutable access to the tensor `key` of node `node`.
+    pub fn of_mut(&mut self, node: &str, key: WeightKey) -> Option<&mut Tensor> {
+        self.tensors.get_mut(&key.tensor_name(node))
+    }
+
+    /// Adds or replaces the tensor `key` of node `node`.
+    pub fn insert_of(&mut self, node: &str, key: WeightKey, tensor: Tensor) -> Option<Tensor> {
+        self.tensors.insert(key.tensor_name(node), tensor)
+    }
+
+    /// Removes the tensor `key` of node `node` and returns it.
+    pub fn remove_of(&mut self, node: &str, key: WeightKey) -> Option<Tensor> {
+        self.tensors.remove(&key.tensor_name(node))
     }
 
     /// Mutable access to the tensor of that name.
@@ -352,7 +369,7 @@ impl Weights {
         for id in graph.nodes() {
             let node = graph.node(id);
             for spec in graph.weights(id) {
-                let name = format!("{}.{}", node.name, spec.suffix);
+                let name = spec.tensor_name(&node.name);
                 match self.tensors.get(&name) {
                     None => problems.push(WeightProblem::Missing {
                         tensor: name.clone(),
@@ -372,7 +389,7 @@ impl Weights {
                                 index,
                                 value,
                             });
-                        } else if spec.suffix == "running_var" {
+                        } else if spec.role == WeightRole::RunningVar {
                             if let Some((index, &value)) =
                                 t.data().iter().enumerate().find(|(_, v)| **v < 0.0)
                             {
@@ -456,7 +473,7 @@ fn uniform_or(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{BatchNorm, Conv2d, Linear};
+    use crate::ops::{BatchNorm, Conv2d, Linear, Op};
     use crate::shape::Shape;
 
     fn graph() -> Graph {

@@ -2,7 +2,7 @@
 //! each kernel wants. Packing is separate from code generation: new weights
 //! for the same graph are packed again, the code is reused.
 
-use shufflekit_ir::ops::Op;
+use shufflekit_ir::ops::{Op, WeightKey};
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::Graph;
 
@@ -21,18 +21,25 @@ fn bits(v: usize) -> Result<f32, JitError> {
 /// The packed parameters of one layer (empty when it has none).
 pub(crate) fn pack(graph: &Graph, weights: &Weights, layer: &Layer) -> Result<Vec<f32>, JitError> {
     let node = graph.node(layer.node);
-    let tensor = |suffix: &str| {
+    let tensor = |key: WeightKey| {
         weights
-            .get(&format!("{}.{suffix}", node.name))
+            .of(&node.name, key)
             .map(|t| t.data())
             .ok_or_else(|| {
-                JitError::Internal(format!("weight `{}.{suffix}` is missing", node.name))
+                JitError::Internal(format!(
+                    "weight `{}` is missing",
+                    key.tensor_name(&node.name)
+                ))
             })
     };
     match (&layer.kernel, &node.op) {
         (Kernel::Window(w), Op::Conv2d(c)) if w.reduce == Reduce::Fma => {
-            let weight = tensor("weight")?;
-            let bias = if c.bias { Some(tensor("bias")?) } else { None };
+            let weight = tensor(WeightKey::Weight)?;
+            let bias = if c.bias {
+                Some(tensor(WeightKey::Bias)?)
+            } else {
+                None
+            };
             let out_channels = c.out_channels;
             // Conv channel `oc` is written to output channel `position[oc]`.
             let mut position: Vec<usize> = (0..out_channels).collect();
@@ -79,10 +86,10 @@ pub(crate) fn pack(graph: &Graph, weights: &Weights, layer: &Layer) -> Result<Ve
         }
         (Kernel::Elementwise { channels, .. }, Op::BatchNorm(p)) => {
             let (gamma, beta, mean, var) = (
-                tensor("weight")?,
-                tensor("bias")?,
-                tensor("running_mean")?,
-                tensor("running_var")?,
+                tensor(WeightKey::Weight)?,
+                tensor(WeightKey::Bias)?,
+                tensor(WeightKey::RunningMean)?,
+                tensor(WeightKey::RunningVar)?,
             );
             let mut out = vec![0.0; 2 * channels];
             for c in 0..*channels {
@@ -135,8 +142,12 @@ pub(crate) fn pack(graph: &Graph, weights: &Weights, layer: &Layer) -> Result<Ve
             Ok(out)
         }
         (Kernel::Linear { inputs, outputs, m }, Op::Linear(l)) => {
-            let weight = tensor("weight")?;
-            let bias = if l.bias { Some(tensor("bias")?) } else { None };
+            let weight = tensor(WeightKey::Weight)?;
+            let bias = if l.bias {
+                Some(tensor(WeightKey::Bias)?)
+            } else {
+                None
+            };
             let mut out = Vec::with_capacity(outputs * (inputs + 1));
             let chunks = inputs / 4;
             for t in 0..outputs.div_ceil(*m) {

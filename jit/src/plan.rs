@@ -394,6 +394,13 @@ fn passes_arena(graph: &Graph, layers: &mut [Layer], values: &mut [Value]) -> Op
             if !shared {
                 continue;
             }
+            // Only the sharing the op allows (`Op::in_place_inputs`, views)...
+            let op = &graph.node(layer.node).op;
+            let allowed = op.is_view() || (same && op.in_place_inputs().contains(&slot));
+            if !allowed {
+                return None;
+            }
+            // ...and that the kernel can take.
             match &layer.kernel {
                 // Each element is read before it is written.
                 Kernel::Elementwise { .. } if same => {}
@@ -401,8 +408,7 @@ fn passes_arena(graph: &Graph, layers: &mut [Layer], values: &mut [Value]) -> Op
                 // written; no block may recompute an element.
                 Kernel::Window(w) if w.residual && slot == 1 && same => no_overlap.push(li),
                 // A channel slice viewing its input copies onto itself.
-                Kernel::Gather { .. }
-                    if matches!(graph.node(layer.node).op, Op::ChannelSlice(_)) => {}
+                Kernel::Gather { .. } if op.is_view() => {}
                 _ => return None,
             }
         }
@@ -521,11 +527,12 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
     let plane = |s: &Shape| (s.channels(), s.spatial());
     Ok(match &node.op {
         Op::Conv2d(c) => {
-            let (cin, h, w) = chw(x, &node.name)?;
-            let (_, oh, ow) = chw(&node.shape, &node.name)?;
-            let cin_g = cin / c.groups;
-            let cout_g = c.out_channels / c.groups;
-            let pointwise = c.kernel == [1, 1] && c.stride == [1, 1] && c.padding == [0, 0];
+            let geometry = c
+                .geometry(x)
+                .map_err(|e| JitError::Internal(format!("`{}`: {e}", node.name)))?;
+            let ([h, w], [oh, ow]) = (geometry.in_size, geometry.out_size);
+            let (cin_g, cout_g) = (geometry.in_per_group, geometry.out_per_group);
+            let pointwise = geometry.is_pointwise();
             // A 1x1 convolution sees its plane as rows of `width` pixels:
             // one row's inputs of every input channel of a group fit L1.
             let width = pointwise

@@ -54,7 +54,7 @@ pub(crate) fn export_model(graph: &Graph, weights: &Weights) -> Result<Model, Ex
     // names that differ from all of them.
     for id in graph.nodes() {
         for spec in graph.weights(id) {
-            let name = format!("{}.{}", graph.node(id).name, spec.suffix);
+            let name = spec.tensor_name(&graph.node(id).name);
             if let Some(t) = weights.get(&name) {
                 e.initializers
                     .push(TensorProto::from_f32(&name, t.shape(), t.data()));

@@ -8,6 +8,7 @@
 //! epilogue (activation or residual), or one after any other op; those stay
 //! and are listed in the log.
 
+use shufflekit_ir::ops::WeightKey;
 use shufflekit_ir::{Graph, NodeId, Op};
 
 use crate::util::{single_user, tensor, tensor_mut};
@@ -89,17 +90,18 @@ fn fold(module: &mut Module, producer: NodeId, bn: NodeId) -> Result<(), PassErr
     if let Some(weights) = module.weights.as_mut() {
         let bn_name = graph.node(bn).name.clone();
         let p_name = graph.node(producer).name.clone();
-        let gamma = tensor(weights, NAME, &format!("{bn_name}.weight"), channels)?;
-        let beta = tensor(weights, NAME, &format!("{bn_name}.bias"), channels)?;
-        let mean = tensor(weights, NAME, &format!("{bn_name}.running_mean"), channels)?;
-        let var = tensor(weights, NAME, &format!("{bn_name}.running_var"), channels)?;
-        let w = tensor_mut(weights, NAME, &format!("{p_name}.weight"))?;
+        let bn_tensor =
+            |key: WeightKey| tensor(weights, NAME, &key.tensor_name(&bn_name), channels);
+        let gamma = bn_tensor(WeightKey::Weight)?;
+        let beta = bn_tensor(WeightKey::Bias)?;
+        let mean = bn_tensor(WeightKey::RunningMean)?;
+        let var = bn_tensor(WeightKey::RunningVar)?;
+        let kernel = WeightKey::Weight.tensor_name(&p_name);
+        let w = tensor_mut(weights, NAME, &kernel)?;
         if w.len() % channels != 0 {
             return Err(PassError::Weights {
                 pass: NAME,
-                message: format!(
-                    "`{p_name}.weight` does not split into {channels} output channels"
-                ),
+                message: format!("`{kernel}` does not split into {channels} output channels"),
             });
         }
         let row = w.len() / channels;
@@ -114,7 +116,12 @@ fn fold(module: &mut Module, producer: NodeId, bn: NodeId) -> Result<(), PassErr
             }
         }
         let old_bias = if had_bias {
-            tensor(weights, NAME, &format!("{p_name}.bias"), channels)?
+            tensor(
+                weights,
+                NAME,
+                &WeightKey::Bias.tensor_name(&p_name),
+                channels,
+            )?
         } else {
             vec![0.0; channels]
         };
@@ -130,9 +137,9 @@ fn fold(module: &mut Module, producer: NodeId, bn: NodeId) -> Result<(), PassErr
                     message: e.to_string(),
                 }
             })?;
-        weights.insert(format!("{p_name}.bias"), bias_tensor);
-        for suffix in ["weight", "bias", "running_mean", "running_var"] {
-            weights.remove(&format!("{bn_name}.{suffix}"));
+        weights.insert_of(&p_name, WeightKey::Bias, bias_tensor);
+        for key in WeightKey::ALL {
+            weights.remove_of(&bn_name, key);
         }
     }
     graph.replace_uses(bn, producer);

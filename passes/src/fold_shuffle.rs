@@ -16,7 +16,7 @@
 //! a slice, the graph output, a grouped consumer, a convolution with a fused
 //! residual): the shuffle stays, and the log says why.
 
-use shufflekit_ir::ops::ChannelShuffle;
+use shufflekit_ir::ops::{ChannelShuffle, WeightKey};
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{Graph, NodeId, Op};
 
@@ -96,11 +96,13 @@ fn plan_up(graph: &Graph, s: NodeId) -> Result<Plan, String> {
         match &node.op {
             op if op.is_per_channel() => {}
             Op::Conv2d(c) => {
-                let cin = graph.input_shapes(cur)[0].channels();
                 if c.residual {
                     return Err(format!("`{}` has a fused residual", node.name));
                 }
-                if !(c.is_depthwise(cin) && c.output_order.is_none()) {
+                let depthwise = c
+                    .geometry(graph.input_shapes(cur)[0])
+                    .is_ok_and(|g| g.is_depthwise());
+                if !(depthwise && c.output_order.is_none()) {
                     return Ok(Plan::Up {
                         producer: cur,
                         chain,
@@ -176,7 +178,7 @@ fn apply(module: &mut Module, s: NodeId, perm: &[usize], plan: Plan) -> Result<(
             }
             if let Some(w) = module.weights.as_mut() {
                 for &u in &users {
-                    let name = format!("{}.weight", graph.node(u).name);
+                    let name = WeightKey::Weight.tensor_name(&graph.node(u).name);
                     let out = graph.node(u).shape.channels();
                     let data = tensor_mut(w, NAME, &name)?;
                     let cin = perm.len();
@@ -213,14 +215,10 @@ fn permute_per_channel(
     perm: &[usize],
 ) -> Result<(), PassError> {
     let node = graph.node(n);
-    let suffixes: &[&str] = match &node.op {
-        Op::BatchNorm(_) => &["weight", "bias", "running_mean", "running_var"],
-        Op::Conv2d(c) if c.bias => &["weight", "bias"],
-        Op::Conv2d(_) => &["weight"],
-        _ => &[],
-    };
-    for suffix in suffixes {
-        let name = format!("{}.{suffix}", node.name);
+    // The first dimension of every weight tensor indexes the node's output
+    // channels (`ops::WeightSpec`), so the permutation reorders its rows.
+    for spec in graph.weights(n) {
+        let name = spec.tensor_name(&node.name);
         let data = tensor_mut(weights, NAME, &name)?;
         if data.len() % perm.len() != 0 {
             return Err(PassError::Weights {

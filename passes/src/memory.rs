@@ -100,7 +100,7 @@ impl MemoryPlan {
         // A view's bytes stay needed while the view is live.
         let mut needed: HashMap<NodeId, usize> = order.iter().map(|&n| (n, last(n))).collect();
         for &n in order.iter().rev() {
-            if matches!(graph.node(n).op, Op::ChannelSlice(_)) {
+            if graph.node(n).op.is_view() {
                 let src = graph.inputs(n)[0];
                 let v = needed[&n];
                 let e = needed.entry(src).or_default();
@@ -117,7 +117,7 @@ impl MemoryPlan {
         }
         for (i, w) in self.buffers.iter().enumerate() {
             let wn = graph.node(w.node);
-            if matches!(wn.op, Op::ChannelSlice(_)) {
+            if wn.op.is_view() {
                 continue;
             }
             let wdef = step[&w.node];
@@ -297,13 +297,11 @@ fn place(storage: &[Storage], sequence: &[usize]) -> (usize, Vec<usize>) {
     (arena, offsets)
 }
 
-/// Inputs whose bytes an op may overwrite with its output.
+/// Inputs whose bytes an op may overwrite with its output
+/// ([`Op::in_place_inputs`]).
 fn in_place_candidates(op: &Op, inputs: &[NodeId]) -> Vec<NodeId> {
-    match op {
-        Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => inputs.to_vec(),
-        Op::Add => inputs.to_vec(),
-        Op::Mul => inputs.first().copied().into_iter().collect(),
-        Op::Conv2d(c) if c.residual => inputs.get(1).copied().into_iter().collect(),
-        _ => Vec::new(),
-    }
+    op.in_place_inputs()
+        .iter()
+        .filter_map(|&slot| inputs.get(slot).copied())
+        .collect()
 }

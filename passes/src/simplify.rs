@@ -40,7 +40,7 @@ impl Pass for Simplify {
             if let Some(w) = module.weights.as_mut() {
                 let name = graph.node(n).name.clone();
                 for spec in graph.weights(n) {
-                    w.remove(&format!("{name}.{}", spec.suffix));
+                    w.remove(&spec.tensor_name(&name));
                 }
             }
             graph.remove(n);

@@ -43,7 +43,7 @@
 use std::collections::HashMap;
 
 use rayon::prelude::*;
-use shufflekit_ir::ops::{Activation, Conv2d, Op, Pool};
+use shufflekit_ir::ops::{Activation, Conv2d, ConvGeometry, Op, Pool, WeightKey};
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{verify, Graph, NodeId, Shape};
@@ -259,11 +259,17 @@ impl Network {
     }
 }
 
-fn weight<'a>(weights: &'a Weights, s: &Step, suffix: &str) -> Result<&'a [f32], TrainError> {
+fn weight<'a>(weights: &'a Weights, s: &Step, key: WeightKey) -> Result<&'a [f32], TrainError> {
     weights
-        .get(&format!("{}.{suffix}", s.name))
+        .of(&s.name, key)
         .map(Tensor::data)
-        .ok_or_else(|| TrainError::Internal(format!("layer `{}`: no `{suffix}`", s.name)))
+        .ok_or_else(|| TrainError::Internal(format!("layer `{}`: no `{key}`", s.name)))
+}
+
+/// The checked geometry of a step's convolution.
+fn conv_geometry(p: &Conv2d, s: &Step) -> Result<ConvGeometry, TrainError> {
+    p.geometry(&s.in_shapes[0])
+        .map_err(|e| TrainError::Internal(format!("layer `{}`: {e}", s.name)))
 }
 
 fn chw(shape: &Shape) -> (usize, usize, usize) {
@@ -320,17 +326,15 @@ fn forward_op(
         Op::Input(_) => x.to_vec(),
         Op::Conv2d(p) => {
             let bias = if p.bias {
-                Some(weight(weights, s, "bias")?)
+                Some(weight(weights, s, WeightKey::Bias)?)
             } else {
                 None
             };
             let mut y = conv_forward(
                 x,
                 batch,
-                chw(xs),
-                p,
-                weight(weights, s, "weight")?,
-                chw(&s.shape),
+                &conv_geometry(p, s)?,
+                weight(weights, s, WeightKey::Weight)?,
             );
             let spatial = s.shape.spatial();
             if let Some(b) = bias {
@@ -355,12 +359,12 @@ fn forward_op(
         }
         Op::BatchNorm(p) => {
             let (c, spatial) = (xs.channels(), xs.spatial());
-            let gamma = weight(weights, s, "weight")?;
-            let beta = weight(weights, s, "bias")?;
+            let gamma = weight(weights, s, WeightKey::Weight)?;
+            let beta = weight(weights, s, WeightKey::Bias)?;
             let (mean, inv_std, denom) = match mode {
                 Mode::Eval => {
-                    let rm = weight(weights, s, "running_mean")?;
-                    let rv = weight(weights, s, "running_var")?;
+                    let rm = weight(weights, s, WeightKey::RunningMean)?;
+                    let rv = weight(weights, s, WeightKey::RunningVar)?;
                     let denom: Vec<f32> = rv.iter().map(|v| (v + p.eps).sqrt()).collect();
                     (rm.to_vec(), Vec::new(), denom)
                 }
@@ -518,7 +522,7 @@ fn forward_op(
         }
         Op::Linear(p) => {
             let inputs = xs.numel();
-            let w = weight(weights, s, "weight")?;
+            let w = weight(weights, s, WeightKey::Weight)?;
             let mut y = vec![0.0; out_len];
             let rows = 16;
             y.par_chunks_mut(rows * p.out_features)
@@ -537,7 +541,7 @@ fn forward_op(
                     );
                 });
             if p.bias {
-                let b = weight(weights, s, "bias")?;
+                let b = weight(weights, s, WeightKey::Bias)?;
                 y.chunks_mut(p.out_features)
                     .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
             }
@@ -594,19 +598,14 @@ fn pool_windows(
 const CONV_CHUNK: usize = 8;
 
 /// Grouped 2-D convolution of a batch, without bias or epilogue.
-fn conv_forward(
-    x: &[f32],
-    batch: usize,
-    (c, h, w): (usize, usize, usize),
-    p: &Conv2d,
-    weight: &[f32],
-    (o, oh, ow): (usize, usize, usize),
-) -> Vec<f32> {
-    let geom = ConvGeom::new(p, (h, w), (oh, ow));
-    let (cin_g, cout_g) = (c / p.groups, o / p.groups);
+fn conv_forward(x: &[f32], batch: usize, geometry: &ConvGeometry, weight: &[f32]) -> Vec<f32> {
+    let (c, o) = (geometry.in_channels, geometry.out_channels);
+    let [h, w] = geometry.in_size;
+    let geom = ConvGeom::new(geometry);
+    let (cin_g, cout_g) = (geometry.in_per_group, geometry.out_per_group);
     let (k, n) = (cin_g * geom.taps, geom.out_plane);
     let (item_in, item_out) = (c * h * w, o * n);
-    let depthwise = cin_g == 1 && cout_g == 1;
+    let depthwise = geometry.is_depthwise();
     let mut out = vec![0.0f32; batch * item_out];
     out.par_chunks_mut(CONV_CHUNK * item_out)
         .enumerate()
@@ -629,7 +628,7 @@ fn conv_forward(
             let cols = nb * n;
             let mut col = vec![0.0f32; k * cols];
             let mut res = vec![0.0f32; cout_g * cols];
-            for g in 0..p.groups {
+            for g in 0..geometry.groups {
                 for i in 0..nb {
                     let xb = &x[(b0 + i) * item_in..(b0 + i + 1) * item_in];
                     let xg = &xb[g * cin_g * h * w..(g + 1) * cin_g * h * w];
@@ -667,16 +666,16 @@ fn conv_forward(
 fn conv_backward(
     x: &[f32],
     batch: usize,
-    (c, h, w): (usize, usize, usize),
-    p: &Conv2d,
+    geometry: &ConvGeometry,
     weight: &[f32],
-    (o, oh, ow): (usize, usize, usize),
     gy: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    let geom = ConvGeom::new(p, (h, w), (oh, ow));
-    let (cin_g, cout_g) = (c / p.groups, o / p.groups);
+    let (c, o) = (geometry.in_channels, geometry.out_channels);
+    let [h, w] = geometry.in_size;
+    let geom = ConvGeom::new(geometry);
+    let (cin_g, cout_g) = (geometry.in_per_group, geometry.out_per_group);
     let (k, n) = (cin_g * geom.taps, geom.out_plane);
-    let depthwise = cin_g == 1 && cout_g == 1;
+    let depthwise = geometry.is_depthwise();
     let (item_in, item_out) = (c * h * w, o * n);
     let mut dx = vec![0.0f32; batch * item_in];
     let partial: Vec<Vec<f32>> = dx
@@ -707,7 +706,7 @@ fn conv_backward(
             let mut col = vec![0.0f32; k * cols];
             let mut gcol = vec![0.0f32; cout_g * cols];
             let mut dcol = vec![0.0f32; k * cols];
-            for g in 0..p.groups {
+            for g in 0..geometry.groups {
                 for i in 0..nb {
                     let b = b0 + i;
                     let xg = &x[b * item_in + g * cin_g * h * w..][..cin_g * h * w];
@@ -880,8 +879,11 @@ impl Tape<'_> {
                 mean, unbiased_var, ..
             } = saved
             {
-                for (suffix, batch) in [("running_mean", mean), ("running_var", unbiased_var)] {
-                    if let Some(t) = weights.get_mut(&format!("{}.{suffix}", s.name)) {
+                for (key, batch) in [
+                    (WeightKey::RunningMean, mean),
+                    (WeightKey::RunningVar, unbiased_var),
+                ] {
+                    if let Some(t) = weights.of_mut(&s.name, key) {
                         for (r, b) in t.data_mut().iter_mut().zip(batch) {
                             *r = (1.0 - momentum) * *r + momentum * b;
                         }
@@ -920,10 +922,10 @@ impl Tape<'_> {
             let x = val(s.inputs[0])?;
             let y = val(i)?;
             let mut add_w =
-                |suffix: &str, data: Vec<f32>, shape: Vec<usize>| -> Result<(), TrainError> {
+                |key: WeightKey, data: Vec<f32>, shape: Vec<usize>| -> Result<(), TrainError> {
                     let t = Tensor::new(shape, data)
                         .map_err(|e| TrainError::Internal(e.to_string()))?;
-                    wgrads.insert(format!("{}.{suffix}", s.name), t);
+                    wgrads.insert_of(&s.name, key, t);
                     Ok(())
                 };
             let in_grads: Vec<Vec<f32>> = match &s.op {
@@ -941,39 +943,35 @@ impl Tape<'_> {
                     if let Some(order) = &p.output_order {
                         permute_channels(&mut g, spatial, order, true);
                     }
-                    let wt = weight(weights, s, "weight")?;
+                    let wt = weight(weights, s, WeightKey::Weight)?;
                     if p.bias {
                         let db: Vec<f32> = channel_sums2(&g, &g, p.out_channels, spatial)
                             .0
                             .into_iter()
                             .map(|v| v as f32)
                             .collect();
-                        add_w("bias", db, vec![p.out_channels])?;
+                        add_w(WeightKey::Bias, db, vec![p.out_channels])?;
                     }
-                    let (dx, dw) = conv_backward(
-                        x,
-                        self.batch,
-                        chw(&s.in_shapes[0]),
-                        p,
-                        wt,
-                        chw(&s.shape),
-                        &g,
-                    );
-                    add_w("weight", dw, p.weight_shape(s.in_shapes[0].channels()))?;
+                    let (dx, dw) = conv_backward(x, self.batch, &conv_geometry(p, s)?, wt, &g);
+                    add_w(
+                        WeightKey::Weight,
+                        dw,
+                        p.weight_shape(s.in_shapes[0].channels()),
+                    )?;
                     let mut v = vec![dx];
                     v.extend(residual);
                     v
                 }
                 Op::BatchNorm(p) => {
                     let (c, spatial) = (s.shape.channels(), s.shape.spatial().max(1));
-                    let gamma = weight(weights, s, "weight")?;
+                    let gamma = weight(weights, s, WeightKey::Weight)?;
                     let (mean, inv_std, train) = match &self.saved[i] {
                         Saved::BatchNorm { mean, inv_std, .. } => {
                             (mean.clone(), inv_std.clone(), true)
                         }
                         _ => {
-                            let rm = weight(weights, s, "running_mean")?;
-                            let rv = weight(weights, s, "running_var")?;
+                            let rm = weight(weights, s, WeightKey::RunningMean)?;
+                            let rv = weight(weights, s, WeightKey::RunningVar)?;
                             (
                                 rm.to_vec(),
                                 rv.iter().map(|v| 1.0 / (v + p.eps).sqrt()).collect(),
@@ -991,11 +989,15 @@ impl Tape<'_> {
                         })
                         .collect();
                     add_w(
-                        "weight",
+                        WeightKey::Weight,
                         sum_gx.iter().map(|&v| v as f32).collect(),
                         vec![c],
                     )?;
-                    add_w("bias", sum_g.iter().map(|&v| v as f32).collect(), vec![c])?;
+                    add_w(
+                        WeightKey::Bias,
+                        sum_g.iter().map(|&v| v as f32).collect(),
+                        vec![c],
+                    )?;
                     let m = (self.batch * spatial) as f64;
                     let mut dx = vec![0.0f32; g.len()];
                     dx.par_chunks_mut(spatial).enumerate().for_each(|(bc, pl)| {
@@ -1142,7 +1144,7 @@ impl Tape<'_> {
                 Op::Linear(p) => {
                     let inputs = s.in_shapes[0].numel();
                     let (nb, out) = (self.batch, p.out_features);
-                    let wt = weight(weights, s, "weight")?;
+                    let wt = weight(weights, s, WeightKey::Weight)?;
                     let mut dw = vec![0.0f32; out * inputs];
                     gemm(
                         (out, nb, inputs),
@@ -1154,14 +1156,14 @@ impl Tape<'_> {
                         &mut dw,
                         Strides::rows(inputs),
                     );
-                    add_w("weight", dw, vec![out, inputs])?;
+                    add_w(WeightKey::Weight, dw, vec![out, inputs])?;
                     if p.bias {
                         let mut db = vec![0.0f64; out];
                         for r in g.chunks(out) {
                             db.iter_mut().zip(r).for_each(|(d, &v)| *d += f64::from(v));
                         }
                         add_w(
-                            "bias",
+                            WeightKey::Bias,
                             db.into_iter().map(|v| v as f32).collect(),
                             vec![out],
                         )?;
@@ -1214,8 +1216,8 @@ impl Tape<'_> {
         // Trainable tensors the output does not depend on get zero gradients.
         for id in net.graph.nodes() {
             for spec in net.graph.weights(id) {
-                let name = format!("{}.{}", net.graph.node(id).name, spec.suffix);
-                if spec.trainable && wgrads.get(&name).is_none() {
+                let name = spec.tensor_name(&net.graph.node(id).name);
+                if spec.trainable() && wgrads.get(&name).is_none() {
                     if let Ok(t) = Tensor::zeros(spec.shape.clone()) {
                         wgrads.insert(name, t);
                     }

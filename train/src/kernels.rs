@@ -7,7 +7,7 @@
 //! summed per fixed chunk of images and the chunks are then added in order,
 //! so the result does not depend on how many threads ran.
 
-use shufflekit_ir::ops::{Conv2d, Pool};
+use shufflekit_ir::ops::{ConvGeometry, Pool};
 
 /// Row and column strides of a matrix operand, in elements.
 #[derive(Clone, Copy)]
@@ -125,7 +125,8 @@ pub(crate) struct ConvGeom {
 
 impl ConvGeom {
     /// The runs of a convolution from `h x w` to `oh x ow`.
-    pub fn new(p: &Conv2d, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> ConvGeom {
+    pub fn new(p: &ConvGeometry) -> ConvGeom {
+        let ([h, w], [oh, ow]) = (p.in_size, p.out_size);
         let [kh, kw] = p.kernel;
         let mut runs = Vec::new();
         for ky in 0..kh {
@@ -155,7 +156,7 @@ impl ConvGeom {
             taps: kh * kw,
             in_plane: h * w,
             out_plane: oh * ow,
-            pointwise: p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0],
+            pointwise: p.is_pointwise(),
         }
     }
 

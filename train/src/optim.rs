@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::Graph;
-use shufflekit_ir::Op;
 
 use crate::TrainError;
 
@@ -86,9 +85,10 @@ impl Sgd {
     pub fn new(graph: &Graph, momentum: f32, weight_decay: f32) -> Sgd {
         let mut decayed = std::collections::BTreeSet::new();
         for id in graph.nodes() {
-            let node = graph.node(id);
-            if matches!(node.op, Op::Conv2d(_) | Op::Linear(_)) {
-                decayed.insert(format!("{}.weight", node.name));
+            for spec in graph.weights(id) {
+                if spec.role.is_decayed() {
+                    decayed.insert(spec.tensor_name(&graph.node(id).name));
+                }
             }
         }
         Sgd {
@@ -152,6 +152,7 @@ mod tests {
     use super::*;
     use shufflekit_ir::ops::{Conv2d, Linear};
     use shufflekit_ir::tensor::Tensor;
+    use shufflekit_ir::Op;
     use shufflekit_ir::Shape;
 
     #[test]
