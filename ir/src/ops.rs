@@ -565,6 +565,126 @@ pub struct Linear {
     pub bias: bool,
 }
 
+/// How a spec layer names an op: `- conv: {name: c1, out: 24, kernel: 3}`.
+/// The spec parser accepts exactly these keys and fields; the spec writer
+/// ([`crate::spec::write_flat`]) writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecSyntax {
+    /// The layer key.
+    pub key: &'static str,
+    /// Other keys accepted for it.
+    pub aliases: &'static [&'static str],
+    /// Its fields besides `name` and `from`.
+    pub fields: &'static [&'static str],
+}
+
+/// Every layer key of the spec language. `split` is the spec's own: it
+/// expands to channel slices.
+pub const SPEC_SYNTAX: &[SpecSyntax] = &[
+    SpecSyntax {
+        key: "conv",
+        aliases: &["conv2d"],
+        fields: &[
+            "out", "kernel", "stride", "padding", "dilation", "groups", "bias",
+        ],
+    },
+    SpecSyntax {
+        key: "batch_norm",
+        aliases: &["bn"],
+        fields: &["eps"],
+    },
+    SpecSyntax {
+        key: "relu",
+        aliases: &[],
+        fields: &[],
+    },
+    SpecSyntax {
+        key: "relu6",
+        aliases: &[],
+        fields: &[],
+    },
+    SpecSyntax {
+        key: "sigmoid",
+        aliases: &[],
+        fields: &[],
+    },
+    SpecSyntax {
+        key: "channel_shuffle",
+        aliases: &["shuffle"],
+        fields: &["groups"],
+    },
+    SpecSyntax {
+        key: "max_pool",
+        aliases: &[],
+        fields: &["kernel", "stride", "padding", "ceil_mode"],
+    },
+    SpecSyntax {
+        key: "avg_pool",
+        aliases: &[],
+        fields: &[
+            "kernel",
+            "stride",
+            "padding",
+            "ceil_mode",
+            "count_include_pad",
+        ],
+    },
+    SpecSyntax {
+        key: "global_avg_pool",
+        aliases: &[],
+        fields: &[],
+    },
+    SpecSyntax {
+        key: "add",
+        aliases: &[],
+        fields: &[],
+    },
+    SpecSyntax {
+        key: "mul",
+        aliases: &[],
+        fields: &[],
+    },
+    SpecSyntax {
+        key: "concat",
+        aliases: &[],
+        fields: &[],
+    },
+    SpecSyntax {
+        key: "slice",
+        aliases: &["channel_slice"],
+        fields: &["start", "len", "end"],
+    },
+    SpecSyntax {
+        key: "split",
+        aliases: &[],
+        fields: &["sizes", "parts"],
+    },
+    SpecSyntax {
+        key: "linear",
+        aliases: &["fc"],
+        fields: &["out", "bias"],
+    },
+    SpecSyntax {
+        key: "flatten",
+        aliases: &[],
+        fields: &[],
+    },
+    SpecSyntax {
+        key: "softmax",
+        aliases: &[],
+        fields: &[],
+    },
+];
+
+impl SpecSyntax {
+    /// The syntax a layer key (or one of its aliases) names.
+    pub fn find(key: &str) -> Option<&'static SpecSyntax> {
+        SPEC_SYNTAX
+            .iter()
+            .find(|s| s.key == key || s.aliases.contains(&key))
+    }
+}
+
 /// Every operation a graph can contain.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -636,6 +756,17 @@ impl Op {
             Op::Flatten => "flatten",
             Op::Softmax => "softmax",
         }
+    }
+
+    /// The spec layer key that writes this op (`None` for the input, which
+    /// a spec declares with `input:`, not as a layer).
+    pub fn spec_key(&self) -> Option<&'static str> {
+        Some(match self {
+            Op::Input(_) => return None,
+            Op::Conv2d(_) => "conv",
+            Op::ChannelSlice(_) => "slice",
+            other => other.kind(),
+        })
     }
 
     /// How many inputs the op takes.
@@ -998,6 +1129,46 @@ mod tests {
         );
         assert!(!WeightRole::RunningMean.is_trainable() && WeightRole::Scale.is_trainable());
         assert!(WeightRole::Kernel.is_decayed() && !WeightRole::Scale.is_decayed());
+    }
+
+    #[test]
+    fn every_op_has_spec_syntax() {
+        let ops = [
+            Op::Conv2d(Conv2d::new(1, 1)),
+            Op::BatchNorm(BatchNorm::default()),
+            Op::Relu,
+            Op::Relu6,
+            Op::Sigmoid,
+            Op::ChannelShuffle(ChannelShuffle { groups: 2 }),
+            Op::MaxPool(Pool::new(2)),
+            Op::AvgPool(Pool::new(2)),
+            Op::GlobalAvgPool,
+            Op::Add,
+            Op::Mul,
+            Op::Concat(Concat::default()),
+            Op::ChannelSlice(ChannelSlice { start: 0, len: 1 }),
+            Op::Linear(Linear {
+                out_features: 1,
+                bias: true,
+            }),
+            Op::Flatten,
+            Op::Softmax,
+        ];
+        for op in &ops {
+            let key = op.spec_key().unwrap();
+            assert_eq!(SpecSyntax::find(key).map(|s| s.key), Some(key), "{op}");
+        }
+        assert_eq!(SpecSyntax::find("bn").map(|s| s.key), Some("batch_norm"));
+        assert!(Op::Input(Shape::flat(1)).spec_key().is_none());
+        // Every key and alias is unique.
+        let mut all: Vec<&str> = SPEC_SYNTAX
+            .iter()
+            .flat_map(|s| std::iter::once(s.key).chain(s.aliases.iter().copied()))
+            .collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n);
     }
 
     #[test]

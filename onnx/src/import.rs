@@ -15,7 +15,6 @@
 //! docs (those are all listed in one error before anything else is done).
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 
 use shufflekit_ir::ops::{
     BatchNorm, ChannelShuffle, ChannelSlice, Concat, Conv2d, Linear, Op, Pool,
@@ -206,7 +205,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, ImportError> {
             spec::MAX_NODES
         )));
     }
-    let text = spec_yaml(&im.graph, &model, g.doc_string.as_str());
+    let text = spec_yaml(&im.graph, &model, g.doc_string.as_str())?;
     // The spec must load to the graph built here, and the weights fit it.
     let loaded = spec::load_str(&text, &format!("{name}.yaml"), &[])
         .map_err(|e| ImportError::Internal(e.to_string()))?;
@@ -1133,118 +1132,27 @@ fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
     out
 }
 
-fn pair_text(v: [usize; 2]) -> String {
-    if v[0] == v[1] {
-        v[0].to_string()
+/// The spec of the imported graph: flat, every layer named, with explicit
+/// `from` ([`spec::write_flat`]), under a comment naming the producer.
+fn spec_yaml(graph: &Graph, model: &Model, doc: &str) -> Result<String, ImportError> {
+    let producer = if model.producer_name.is_empty() {
+        "unknown"
     } else {
-        format!("[{}, {}]", v[0], v[1])
-    }
-}
-
-/// The spec YAML of a flat graph: every layer named, with explicit `from`.
-fn spec_yaml(graph: &Graph, model: &Model, doc: &str) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# Imported from ONNX by shufflekit (producer: {} {}, IR version {}).",
-        if model.producer_name.is_empty() {
-            "unknown"
-        } else {
-            &model.producer_name
+        &model.producer_name
+    };
+    let comments = [format!(
+        "Imported from ONNX by shufflekit (producer: {producer} {}, IR version {}).",
+        model.producer_version, model.ir_version
+    )];
+    let doc: String = doc.chars().take(2000).collect();
+    spec::write_flat(
+        graph,
+        &spec::SpecHeader {
+            comments: &comments,
+            doc: Some(&doc),
         },
-        model.producer_version,
-        model.ir_version
-    );
-    let _ = writeln!(s, "name: {}", graph.name);
-    let doc: String = doc
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(2000)
-        .collect::<String>()
-        .replace('\'', "''");
-    if !doc.trim().is_empty() {
-        let _ = writeln!(s, "doc: '{}'", doc.trim());
-    }
-    let input = graph.input_nodes();
-    if let Some(&i) = input.first() {
-        let d = graph.node(i).shape.dims();
-        let d: Vec<String> = d.iter().map(|v| v.to_string()).collect();
-        let _ = writeln!(s, "input: [{}]", d.join(", "));
-    }
-    let _ = writeln!(s, "layers:");
-    let mut last = None;
-    for id in graph.nodes() {
-        let node = graph.node(id);
-        if matches!(node.op, Op::Input(_)) {
-            continue;
-        }
-        let from: Vec<String> = graph
-            .inputs(id)
-            .iter()
-            .map(|&i| graph.node(i).name.clone())
-            .collect();
-        let from = if from.len() == 1 {
-            from[0].clone()
-        } else {
-            format!("[{}]", from.join(", "))
-        };
-        let fields = match &node.op {
-            Op::Conv2d(c) => {
-                let mut f = format!(
-                    ", out: {}, kernel: {}, stride: {}, padding: {}",
-                    c.out_channels,
-                    pair_text(c.kernel),
-                    pair_text(c.stride),
-                    pair_text(c.padding)
-                );
-                if c.dilation != [1, 1] {
-                    let _ = write!(f, ", dilation: {}", pair_text(c.dilation));
-                }
-                if c.groups != 1 {
-                    let _ = write!(f, ", groups: {}", c.groups);
-                }
-                if c.bias {
-                    f.push_str(", bias: true");
-                }
-                f
-            }
-            Op::BatchNorm(b) => format!(", eps: {}", b.eps),
-            Op::ChannelShuffle(c) => format!(", groups: {}", c.groups),
-            Op::MaxPool(p) | Op::AvgPool(p) => {
-                let mut f = format!(
-                    ", kernel: {}, stride: {}, padding: {}, ceil_mode: {}",
-                    pair_text(p.kernel),
-                    pair_text(p.stride),
-                    pair_text(p.padding),
-                    p.ceil_mode
-                );
-                if matches!(node.op, Op::AvgPool(_)) {
-                    let _ = write!(f, ", count_include_pad: {}", p.count_include_pad);
-                }
-                f
-            }
-            Op::ChannelSlice(c) => format!(", start: {}, len: {}", c.start, c.len),
-            Op::Linear(l) => format!(", out: {}, bias: {}", l.out_features, l.bias),
-            _ => String::new(),
-        };
-        let kind = match &node.op {
-            Op::Conv2d(_) => "conv",
-            Op::ChannelSlice(_) => "slice",
-            other => other.kind(),
-        };
-        let _ = writeln!(
-            s,
-            "  - {kind}: {{name: {}, from: {from}{fields}}}",
-            node.name
-        );
-        last = Some(id);
-    }
-    if let Some(out) = graph.output() {
-        if Some(out) != last {
-            let _ = writeln!(s, "output: {}", graph.node(out).name);
-        }
-    }
-    s
+    )
+    .map_err(|e| ImportError::Internal(e.to_string()))
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@ use super::expr::{self, Value};
 use super::yaml::{self, Loc, ScalarStyle, Yaml, YamlKind};
 use super::{Overrides, ParamValues, SpecError, SpecErrorInfo, MAX_SPEC_BYTES};
 use crate::graph::{Graph, NodeId, SourceLoc};
-use crate::ops::{BatchNorm, ChannelShuffle, ChannelSlice, Concat, Conv2d, Linear, Op, Pool};
+use crate::ops::{
+    BatchNorm, ChannelShuffle, ChannelSlice, Concat, Conv2d, Linear, Op, Pool, SpecSyntax,
+    SPEC_SYNTAX,
+};
 use crate::shape::{Shape, MAX_DIM};
 
 /// The most nodes one spec may expand to.
@@ -25,34 +28,11 @@ const MAX_CALL_DEPTH: usize = 64;
 /// The most files one spec may import, directly or not.
 const MAX_FILES: usize = 64;
 
-/// Every op key a layer may use, with the aliases accepted for it.
-const OPS: &[(&str, &[&str])] = &[
-    ("conv", &["conv2d"]),
-    ("batch_norm", &["bn"]),
-    ("relu", &[]),
-    ("relu6", &[]),
-    ("sigmoid", &[]),
-    ("channel_shuffle", &["shuffle"]),
-    ("max_pool", &[]),
-    ("avg_pool", &[]),
-    ("global_avg_pool", &[]),
-    ("add", &[]),
-    ("mul", &[]),
-    ("concat", &[]),
-    ("slice", &["channel_slice"]),
-    ("split", &[]),
-    ("linear", &["fc"]),
-    ("flatten", &[]),
-    ("softmax", &[]),
-];
-
 /// Keys with a structural meaning in a layer list.
 const STRUCTURAL: &[&str] = &["seq", "repeat", "if"];
 
 fn canonical_op(key: &str) -> Option<&'static str> {
-    OPS.iter()
-        .find(|(name, aliases)| *name == key || aliases.contains(&key))
-        .map(|(name, _)| *name)
+    SpecSyntax::find(key).map(|s| s.key)
 }
 
 struct SourceFile {
@@ -124,7 +104,8 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn is_layer_name(s: &str) -> bool {
+/// Letters, digits, `_` and `-`: what a layer's `name` may use.
+pub(crate) fn is_layer_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -1130,7 +1111,7 @@ impl<'s> Builder<'s> {
             ctx.prev = out;
             return Ok(());
         }
-        let mut valid: Vec<&str> = OPS.iter().map(|(n, _)| *n).collect();
+        let mut valid: Vec<&str> = SPEC_SYNTAX.iter().map(|s| s.key).collect();
         let mut blocks: Vec<&str> = self.spec.blocks.keys().map(String::as_str).collect();
         blocks.sort();
         valid.extend(&blocks);
@@ -1146,7 +1127,11 @@ impl<'s> Builder<'s> {
         }
         e.notes.push(format!(
             "ops: {}",
-            OPS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            SPEC_SYNTAX
+                .iter()
+                .map(|s| s.key)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         if !blocks.is_empty() {
             e.notes.push(format!("blocks: {}", blocks.join(", ")));
@@ -1870,28 +1855,10 @@ impl<'s> Builder<'s> {
     }
 }
 
+/// The fields a layer of this op key accepts: `name`, `from` and the op's own.
 fn op_fields(kind: &str) -> Vec<&'static str> {
-    let specific: &[&str] = match kind {
-        "conv" => &[
-            "out", "kernel", "stride", "padding", "dilation", "groups", "bias",
-        ],
-        "batch_norm" => &["eps"],
-        "channel_shuffle" => &["groups"],
-        "max_pool" => &["kernel", "stride", "padding", "ceil_mode"],
-        "avg_pool" => &[
-            "kernel",
-            "stride",
-            "padding",
-            "ceil_mode",
-            "count_include_pad",
-        ],
-        "slice" => &["start", "len", "end"],
-        "split" => &["sizes", "parts"],
-        "linear" => &["out", "bias"],
-        _ => &[],
-    };
     let mut v = vec!["name", "from"];
-    v.extend_from_slice(specific);
+    v.extend_from_slice(SpecSyntax::find(kind).map_or(&[][..], |s| s.fields));
     v
 }
 

@@ -10,6 +10,7 @@ pub mod expr;
 pub mod yaml;
 
 mod expand;
+mod write;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +21,7 @@ use crate::graph::Graph;
 
 pub use expand::{Block, Spec, MAX_NODES, MAX_REPEAT, MAX_STEPS};
 pub use expr::Value;
+pub use write::{write_flat, SpecHeader, SpecWriteError};
 
 /// The largest spec file read, in bytes.
 pub const MAX_SPEC_BYTES: u64 = 4 << 20;
