@@ -9,9 +9,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use shufflekit_ir::cost::Convention;
 use shufflekit_ir::spec::{self, Spec};
+use shufflekit_reports::training::write_training_report;
 use shufflekit_search::evaluator::metric;
 use shufflekit_search::space::{parse_bytes, parse_duration, SpaceFile};
-use shufflekit_search::train::{write_training_report, TrainEvalOptions, TrainEvaluator};
+use shufflekit_search::train::{TrainEvalOptions, TrainEvaluator};
 use shufflekit_search::{
     Constraints, CountScope, Counting, ExistingResults, LatencyEvaluator, LatencyOptions,
     Objective, PaperEvaluator, ProxyEvaluator, ProxyOptions, Results, Search, Shard, Status, Sweep,

@@ -11,10 +11,10 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use shufflekit_ir::cost::Convention;
 use shufflekit_ir::spec::{self, Spec};
+use shufflekit_reports::curves::learning_curves;
 use shufflekit_train::data::{Augment, DataSource};
 use shufflekit_train::fit::checkpoint_dir;
 use shufflekit_train::optim::ScheduleKind;
-use shufflekit_train::plot::learning_curves;
 use shufflekit_train::proxy::proxy_task;
 use shufflekit_train::{Event, TrainConfig, Trainer};
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use shufflekit_ir::ops::{Activation, Op, Pool};
+use shufflekit_ir::ops::{Activation, Op, Pool, WeightKey};
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{verify, Graph, NodeId};
 
@@ -237,13 +237,13 @@ impl Exporter<'_> {
             .iter()
             .map(|i| self.names[i].clone())
             .collect();
-        let weight = |suffix: &str| format!("{name}.{suffix}");
+        let weight = |key: WeightKey| key.tensor_name(&name);
         match &node.op {
             Op::Input(_) => {}
             Op::Conv2d(c) => {
-                let mut inputs = vec![ins[0].clone(), weight("weight")];
+                let mut inputs = vec![ins[0].clone(), weight(WeightKey::Weight)];
                 if c.bias {
-                    inputs.push(weight("bias"));
+                    inputs.push(weight(WeightKey::Bias));
                 }
                 let attrs = vec![
                     ints("kernel_shape", &c.kernel),
@@ -260,10 +260,10 @@ impl Exporter<'_> {
             Op::BatchNorm(b) => {
                 let inputs = vec![
                     ins[0].clone(),
-                    weight("weight"),
-                    weight("bias"),
-                    weight("running_mean"),
-                    weight("running_var"),
+                    weight(WeightKey::Weight),
+                    weight(WeightKey::Bias),
+                    weight(WeightKey::RunningMean),
+                    weight(WeightKey::RunningVar),
                 ];
                 self.push(
                     &name,
@@ -346,9 +346,9 @@ impl Exporter<'_> {
                 );
             }
             Op::Linear(l) => {
-                let mut inputs = vec![ins[0].clone(), weight("weight")];
+                let mut inputs = vec![ins[0].clone(), weight(WeightKey::Weight)];
                 if l.bias {
-                    inputs.push(weight("bias"));
+                    inputs.push(weight(WeightKey::Bias));
                 }
                 self.push(&name, "Gemm", inputs, &out, vec![int("transB", 1)]);
             }

@@ -18,7 +18,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod curves;
 pub mod plots;
+pub mod training;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -14,9 +14,11 @@ use crate::ReportError;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
-const FAMILY: &str = "sans-serif";
+/// The font family every chart's text uses (the compiled-in DejaVu Sans).
+pub(crate) const FAMILY: &str = "sans-serif";
 
-fn ensure_font() {
+/// Registers the compiled-in font once, before any chart draws text.
+pub(crate) fn ensure_font() {
     REGISTER.call_once(|| {
         // The font is compiled in and known to parse; a failure would only
         // drop the text, never crash.

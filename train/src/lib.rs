@@ -1,8 +1,8 @@
 //! Training of shufflekit graphs: reverse-mode gradients of the IR
 //! ([`grad`]), SGD with momentum and learning-rate schedules ([`optim`]),
-//! datasets ([`data`]), the training loop with checkpoints ([`fit`]), the
-//! proxy task that adapts a spec to a dataset ([`proxy`]) and the plot of
-//! the learning curves ([`plot`]).
+//! datasets ([`data`]), the training loop with checkpoints ([`fit`]) and the
+//! proxy task that adapts a spec to a dataset ([`proxy`]). Its charts (the
+//! learning curves) are drawn by `shufflekit-reports`.
 //!
 //! It depends on `shufflekit-ir` only: any graph the IR can express is
 //! trainable, and the search's `train` evaluator and `shufflekit train`
@@ -39,7 +39,6 @@ pub mod fit;
 pub mod grad;
 mod kernels;
 pub mod optim;
-pub mod plot;
 pub mod proxy;
 
 use std::path::PathBuf;
@@ -94,14 +93,6 @@ pub enum TrainError {
     #[error("checkpoint `{}`: {message}", path.display())]
     Checkpoint {
         /// The checkpoint file or directory.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// The learning-curve plot could not be drawn.
-    #[error("plot `{}`: {message}", path.display())]
-    Plot {
-        /// The image file.
         path: PathBuf,
         /// What went wrong.
         message: String,

@@ -1,28 +1,17 @@
-//! The learning curves of a run, drawn with plotters to PNG and SVG: loss
-//! (left) and accuracy (right) per epoch. Text uses the DejaVu Sans font the
-//! reports crate ships (`reports/assets/`), compiled in, so no system font
-//! is needed.
+//! The charts of training: the learning curves of a run (loss left,
+//! accuracy right, per epoch) and trained accuracy against cost, drawn with
+//! plotters to PNG and SVG in the font of the other charts
+//! ([`crate::plots`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
+use shufflekit_train::fit::{EpochStats, History};
 
-use crate::fit::History;
-use crate::TrainError;
+use crate::plots::{ensure_font, FAMILY};
+use crate::ReportError;
 
-static FONT: &[u8] = include_bytes!("../../reports/assets/DejaVuSans.ttf");
-static REGISTER: Once = Once::new();
-const FAMILY: &str = "sans-serif";
 const SIZE: (u32, u32) = (1100, 450);
-
-fn ensure_font() {
-    REGISTER.call_once(|| {
-        // The font is compiled in and parses; a failure would only drop text.
-        let _ = register_font(FAMILY, FontStyle::Normal, FONT);
-    });
-}
 
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
@@ -54,7 +43,7 @@ fn draw<DB: DrawingBackend>(
         .label_style((FAMILY, 12))
         .draw()
         .map_err(e)?;
-    type Pick = fn(&crate::fit::EpochStats) -> f64;
+    type Pick = fn(&EpochStats) -> f64;
     let loss: [(&str, RGBColor, Pick); 2] = [
         ("train loss", BLUE, |s| s.train_loss),
         ("test loss", RED, |s| s.test_loss),
@@ -132,7 +121,7 @@ pub fn learning_curves(
     stem: &Path,
     history: &History,
     title: &str,
-) -> Result<(PathBuf, PathBuf), TrainError> {
+) -> Result<(PathBuf, PathBuf), ReportError> {
     ensure_font();
     let with_ext = |ext: &str| {
         let mut s = stem.as_os_str().to_owned();
@@ -145,7 +134,7 @@ pub fn learning_curves(
         history,
         title,
     )
-    .map_err(|message| TrainError::Plot {
+    .map_err(|message| ReportError::Plot {
         path: png.clone(),
         message,
     })?;
@@ -154,7 +143,7 @@ pub fn learning_curves(
         history,
         title,
     )
-    .map_err(|message| TrainError::Plot {
+    .map_err(|message| ReportError::Plot {
         path: svg.clone(),
         message,
     })?;
@@ -241,7 +230,7 @@ pub fn accuracy_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
-) -> Result<(PathBuf, PathBuf), TrainError> {
+) -> Result<(PathBuf, PathBuf), ReportError> {
     ensure_font();
     let with_ext = |ext: &str| {
         let mut s = stem.as_os_str().to_owned();
@@ -256,7 +245,7 @@ pub fn accuracy_chart(
         x_label,
         y_label,
     )
-    .map_err(|message| TrainError::Plot {
+    .map_err(|message| ReportError::Plot {
         path: png.clone(),
         message,
     })?;
@@ -267,7 +256,7 @@ pub fn accuracy_chart(
         x_label,
         y_label,
     )
-    .map_err(|message| TrainError::Plot {
+    .map_err(|message| ReportError::Plot {
         path: svg.clone(),
         message,
     })?;
