@@ -7,6 +7,7 @@ mod diag;
 mod onnx_cmd;
 mod run;
 mod search_cmd;
+mod slurm;
 mod train_cmd;
 
 use std::io::Write;

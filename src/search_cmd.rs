@@ -83,11 +83,15 @@ pub struct SearchArgs {
     /// Seed of the weights and inputs of latency and proxy.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Candidates evaluated at the same time (default: one per core).
+    /// Candidates evaluated at the same time (default: SLURM_CPUS_PER_TASK
+    /// in a Slurm job that set it, else one per core).
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
-    /// Evaluate only slice I of N (candidates with index % N == I), e.g. 0/4.
-    #[arg(long, value_name = "I/N")]
+    /// Evaluate only slice I of N (candidates with index % N == I), e.g.
+    /// 0/4; `slurm` takes I and N from a Slurm array task
+    /// (SLURM_ARRAY_TASK_ID counted from SLURM_ARRAY_TASK_MIN, and
+    /// SLURM_ARRAY_TASK_COUNT).
+    #[arg(long, value_name = "I/N|slurm")]
     shard: Option<String>,
     /// Stop starting candidates after this long (`90s`, `15m`, `2h`).
     #[arg(long, value_name = "TIME")]
@@ -225,7 +229,16 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| vec!["flops".into()])
     };
-    let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
+    let env = |name: &str| std::env::var(name).ok();
+    let shard = match args.shard.as_deref() {
+        None => None,
+        Some("slurm") => Some(crate::slurm::shard_from_env(env)?),
+        Some(text) => Some(Shard::parse(text)?),
+    };
+    let jobs = match args.jobs {
+        Some(j) => Some(j),
+        None => crate::slurm::cpus_per_task(env)?,
+    };
     let time_limit = args.time_limit.as_deref().map(parse_duration).transpose()?;
     let objectives = parse_objectives(&args.objectives)?;
     let results_path = args.out.join("results.jsonl");
@@ -233,13 +246,18 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        // A second Ctrl-C aborts at once; the results file keeps whole lines.
+        // Ctrl-C, or SIGTERM from a scheduler cancelling or preempting the
+        // job (Slurm sends SIGKILL KillWait seconds later): stop scheduling,
+        // keep what finishes. A second signal aborts at once; the results
+        // file keeps whole lines and the next --resume drops a cut one.
         let installed = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted again: aborting");
+                eprintln!("\ninterrupted again (Ctrl-C or SIGTERM): aborting");
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupted: finishing the running candidates (Ctrl-C again to abort)");
+            eprintln!(
+                "\ninterrupted (Ctrl-C or SIGTERM): finishing the running candidates (again to abort)"
+            );
         });
         if let Err(e) = installed {
             eprintln!("warning: cannot install the Ctrl-C handler: {e}");
@@ -264,7 +282,7 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .with_stop_flag(stop)
         .with_command(command_line())
         .with_match_resolution(args.match_resolution);
-    if let Some(j) = args.jobs {
+    if let Some(j) = jobs {
         search = search.with_jobs(j);
     }
     for s in sweeps {
@@ -305,6 +323,9 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         };
     }
     let report = search.run()?;
+    if let Some(note) = &report.lock_note {
+        eprintln!("warning: {note}");
+    }
     let results = &report.results;
     for w in &results.warnings {
         eprintln!("warning: {w}");

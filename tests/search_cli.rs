@@ -202,3 +202,98 @@ fn bad_input_gives_clear_errors_not_panics() {
     assert!(!o.status.success());
     assert!(stderr.contains("bad.jsonl:1:"), "{stderr}");
 }
+
+#[test]
+fn shard_slurm_reads_the_array_task_and_failed_candidates_do_not_fail_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let search = |env: &[(&str, &str)]| {
+        let mut c = shufflekit();
+        c.args([
+            "search",
+            "specs/shufflenet_v1.yaml",
+            "--sweep",
+            "groups=1,2,5,8",
+            "--shard",
+            "slurm",
+            "--force",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        for name in [
+            "SLURM_ARRAY_TASK_ID",
+            "SLURM_ARRAY_TASK_COUNT",
+            "SLURM_ARRAY_TASK_MIN",
+            "SLURM_ARRAY_TASK_MAX",
+            "SLURM_ARRAY_TASK_STEP",
+            "SLURM_CPUS_PER_TASK",
+            "SLURM_JOB_ID",
+        ] {
+            c.env_remove(name);
+        }
+        c.envs(env.iter().copied());
+        c.output().unwrap()
+    };
+    // --array=1-2: task 2 is shard 1 of 2 (indices 1 and 3: groups=2, 8).
+    let o = search(&[
+        ("SLURM_ARRAY_TASK_ID", "2"),
+        ("SLURM_ARRAY_TASK_COUNT", "2"),
+        ("SLURM_ARRAY_TASK_MIN", "1"),
+        ("SLURM_ARRAY_TASK_MAX", "2"),
+        ("SLURM_CPUS_PER_TASK", "1"),
+    ]);
+    let stderr = text(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // stderr is a pipe here: no progress bar, not even its last frame.
+    assert!(
+        !stderr.contains("eta") && !stderr.contains('\u{1b}'),
+        "{stderr}"
+    );
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert!(
+        results.contains("\"shard\":{\"index\":1,\"count\":2}"),
+        "{results}"
+    );
+    let ids: Vec<&str> = results
+        .lines()
+        .filter(|l| l.contains("\"type\":\"candidate\""))
+        .filter_map(|l| l.split("\"id\":\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(ids, ["groups=2", "groups=8"]);
+
+    // Shard 0 has groups=5, which does not build: recorded, exit status 0.
+    let o = search(&[
+        ("SLURM_ARRAY_TASK_ID", "0"),
+        ("SLURM_ARRAY_TASK_COUNT", "2"),
+    ]);
+    let stdout = text(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", text(&o.stderr));
+    assert!(stdout.contains("1 candidate(s) failed"), "{stdout}");
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert!(results.contains("no entry for 5 in table"), "{results}");
+
+    for (env, expected) in [
+        (&[][..], "SLURM_ARRAY_TASK_ID is not set"),
+        (
+            &[
+                ("SLURM_ARRAY_TASK_ID", "3"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ][..],
+            "task 3 is past the 2 tasks",
+        ),
+        (
+            &[
+                ("SLURM_ARRAY_TASK_ID", "0"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+                ("SLURM_CPUS_PER_TASK", "lots"),
+            ][..],
+            "SLURM_CPUS_PER_TASK=`lots` is not a positive number",
+        ),
+    ] {
+        let o = search(env);
+        let stderr = text(&o.stderr);
+        assert!(!o.status.success(), "{env:?} succeeded");
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

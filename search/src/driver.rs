@@ -3,20 +3,21 @@
 //! as it finishes, and reports why it stopped.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shufflekit_ir::cost;
 use shufflekit_ir::spec::Spec;
 
 use crate::budget::{Constraints, Counting};
 use crate::error::SearchError;
 use crate::evaluator::{metric, EvalContext, Evaluator, FlopsEvaluator};
+use crate::lock::ResultsLock;
 use crate::machine::MachineInfo;
 use crate::matching::{match_budget, Lattice, MatchFailure, DEFAULT_RESOLUTION};
 use crate::results::{
@@ -89,6 +90,9 @@ pub struct SearchReport {
     pub results_path: PathBuf,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// Set when the run took over a stale lock (of a killed run) of its
+    /// output directory.
+    pub lock_note: Option<String>,
 }
 
 impl Search {
@@ -199,7 +203,8 @@ impl Search {
         self
     }
 
-    /// Shows a progress bar on stderr (hidden when stderr is not a terminal).
+    /// Shows a progress bar on stderr; never drawn when stderr is not a
+    /// terminal (a batch job's log).
     pub fn with_progress(mut self, progress: bool) -> Self {
         self.progress = progress;
         self
@@ -360,6 +365,14 @@ impl Search {
         let (space, lattice) = self.prepare()?;
         let config = self.config(&space);
         let path = self.results_path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SearchError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        // Before anything reads, truncates or appends: one writer per file.
+        let lock = ResultsLock::acquire(&path)?;
         let done = self.open_existing(&path, &config)?;
         let mut writer = ResultsWriter::open(&path, self.existing == ExistingResults::Overwrite)?;
         let run_info = RunInfo {
@@ -394,8 +407,12 @@ impl Search {
             })
             .collect();
 
-        let bar = if self.progress {
-            let bar = ProgressBar::new(todo.len() as u64);
+        // Not on a terminal (a batch job's log): no bar, not even its last frame.
+        let bar = if self.progress && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(
+                Some(todo.len() as u64),
+                ProgressDrawTarget::stderr(),
+            );
             if let Ok(style) = ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta} {msg}",
             ) {
@@ -471,6 +488,8 @@ impl Search {
                 seconds,
             }))?;
         let results = Results::read(&path)?;
+        let lock_note = lock.took_over.clone();
+        drop(lock);
         Ok(SearchReport {
             stop_reason,
             evaluated,
@@ -479,6 +498,7 @@ impl Search {
             results,
             results_path: path,
             seconds,
+            lock_note,
         })
     }
 
@@ -493,9 +513,6 @@ impl Search {
             path: p.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        }
         let exists = std::fs::metadata(path)
             .map(|m| m.len() > 0)
             .unwrap_or(false);

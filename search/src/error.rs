@@ -83,6 +83,16 @@ pub enum SearchError {
         /// The results file.
         path: PathBuf,
     },
+    /// Another search holds the lock of the output directory.
+    #[error("`{}` is locked by {owner}: two searches must not write one results file; {hint}", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, in words (`pid 12 on host node3`).
+        owner: String,
+        /// What to do about it.
+        hint: String,
+    },
     /// A worker thread pool could not be created.
     #[error("cannot start worker threads: {0}")]
     Threads(String),

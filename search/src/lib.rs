@@ -27,6 +27,7 @@ pub mod budget;
 pub mod driver;
 pub mod error;
 pub mod evaluator;
+pub mod lock;
 pub mod machine;
 pub mod matching;
 pub mod paper;
@@ -42,6 +43,7 @@ pub use evaluator::{
     EvalContext, Evaluator, FlopsEvaluator, LatencyEvaluator, LatencyOptions, Metrics,
     PaperEvaluator, ProxyEvaluator, ProxyOptions,
 };
+pub use lock::ResultsLock;
 pub use machine::MachineInfo;
 pub use matching::{Lattice, MatchOutcome};
 pub use pareto::{Direction, Objective};
