@@ -54,7 +54,7 @@ use shufflekit_ir::Graph;
 /// on. Returns the optimised graph and weights.
 pub fn optimize(graph: &Graph, weights: &Weights) -> Result<(Graph, Weights), JitError> {
     let mut module = shufflekit_passes::Module::with_weights(graph.clone(), weights.clone());
-    shufflekit_passes::optimize(&mut module).map_err(|e| JitError::Passes(e.to_string()))?;
+    shufflekit_passes::optimize(&mut module)?;
     let weights = module
         .weights
         .ok_or_else(|| JitError::Internal("the passes dropped the weights".into()))?;
@@ -68,8 +68,8 @@ pub enum JitError {
     #[error("the graph is invalid: {0}")]
     InvalidGraph(String),
     /// The weights do not fit the graph.
-    #[error("{0}")]
-    Weights(String),
+    #[error("the weights do not fit the graph")]
+    Weights(#[from] shufflekit_ir::weights::WeightsError),
     /// The graph has no input node or several; a model takes one tensor.
     #[error("the graph has {0} input nodes; the JIT needs exactly one")]
     InputCount(usize),
@@ -109,9 +109,12 @@ pub enum JitError {
     /// Cranelift rejected the generated code (a bug in the lowering).
     #[error("code generation failed: {0}")]
     Codegen(String),
+    /// Cranelift could not declare, define or link a function or data.
+    #[error("linking the generated code")]
+    Module(#[from] cranelift_module::ModuleError),
     /// The compiler passes failed.
-    #[error("optimising the graph: {0}")]
-    Passes(String),
+    #[error("optimising the graph")]
+    Passes(#[from] shufflekit_passes::PassError),
     /// An inconsistency the planner should have ruled out (a bug).
     #[error("internal error: {0}")]
     Internal(String),

@@ -147,9 +147,7 @@ impl Model {
         if options.threads == 0 {
             return Err(JitError::Options("threads must be at least 1".into()));
         }
-        weights
-            .check(graph)
-            .map_err(|e| JitError::Weights(e.to_string()))?;
+        weights.check(graph)?;
         let plan = plan_checked(graph, options)?;
         let target = Target::host()?;
         let kernels = Kernels::of(&plan);
@@ -163,17 +161,11 @@ impl Model {
         let sig = crate::lower::signature(target.isa.default_call_conv());
         let mut ids = Vec::with_capacity(code.len());
         for (i, c) in code.iter().enumerate() {
-            let id = module
-                .declare_function(&format!("kernel{i}"), Linkage::Local, &sig)
-                .map_err(|e| JitError::Codegen(e.to_string()))?;
-            module
-                .define_function_bytes(id, c.alignment, &c.bytes, &[])
-                .map_err(|e| JitError::Codegen(e.to_string()))?;
+            let id = module.declare_function(&format!("kernel{i}"), Linkage::Local, &sig)?;
+            module.define_function_bytes(id, c.alignment, &c.bytes, &[])?;
             ids.push(id);
         }
-        module
-            .finalize_definitions()
-            .map_err(|e| JitError::Codegen(e.to_string()))?;
+        module.finalize_definitions()?;
         let functions = kernels
             .of_layer
             .iter()
@@ -218,9 +210,7 @@ impl Model {
 
     /// Packs new weights for the same graph (no recompilation).
     pub fn set_weights(&mut self, weights: &Weights) -> Result<(), JitError> {
-        weights
-            .check(&self.graph)
-            .map_err(|e| JitError::Weights(e.to_string()))?;
+        weights.check(&self.graph)?;
         let packed = self
             .plan
             .layers

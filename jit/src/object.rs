@@ -88,10 +88,6 @@ fn c_identifier(name: &str) -> String {
     s
 }
 
-fn module_err(e: impl std::fmt::Display) -> JitError {
-    JitError::Codegen(e.to_string())
-}
-
 /// Compiles a graph (usually optimised, see [`crate::optimize`]) and its
 /// weights into an object file for `options.target`.
 pub fn compile_object(
@@ -111,9 +107,7 @@ pub fn compile_object(
         None => c_identifier(&graph.name),
     };
     let target = Target::for_object(&options.target)?;
-    weights
-        .check(graph)
-        .map_err(|e| JitError::Weights(e.to_string()))?;
+    weights.check(graph)?;
     let plan = plan_checked(graph, &CompileOptions::default())?;
     let kernels = Kernels::of(&plan);
     let code = codegen::compile(kernels.functions(&target), &target, false)?;
@@ -144,20 +138,16 @@ pub fn compile_object(
         target.isa.clone(),
         name.clone(),
         cranelift_module::default_libcall_names(),
-    )
-    .map_err(module_err)?;
+    )?;
     let mut module = ObjectModule::new(builder);
     let call_conv = target.isa.default_call_conv();
     let frontend = target.isa.frontend_config();
     let kernel_sig = crate::lower::signature(call_conv);
     let mut kernel_ids = Vec::with_capacity(code.len());
     for (i, c) in code.iter().enumerate() {
-        let id = module
-            .declare_function(&format!("{name}_kernel{i}"), Linkage::Local, &kernel_sig)
-            .map_err(module_err)?;
-        module
-            .define_function_bytes(id, c.alignment, &c.bytes, &[])
-            .map_err(module_err)?;
+        let id =
+            module.declare_function(&format!("{name}_kernel{i}"), Linkage::Local, &kernel_sig)?;
+        module.define_function_bytes(id, c.alignment, &c.bytes, &[])?;
         kernel_ids.push(id);
     }
 
@@ -166,13 +156,11 @@ pub fn compile_object(
     for _ in 0..5 {
         run_w_sig.params.push(AbiParam::new(I64));
     }
-    let run_w = module
-        .declare_function(
-            &format!("{name}_run_with_weights"),
-            Linkage::Export,
-            &run_w_sig,
-        )
-        .map_err(module_err)?;
+    let run_w = module.declare_function(
+        &format!("{name}_run_with_weights"),
+        Linkage::Export,
+        &run_w_sig,
+    )?;
     let mut ctx = Context::new();
     ctx.func.signature = run_w_sig.clone();
     let mut fctx = FunctionBuilderContext::new();
@@ -185,9 +173,7 @@ pub fn compile_object(
         build_entry(&mut b, &plan, &kernels, &refs, &offsets);
         b.finalize(frontend);
     }
-    module
-        .define_function(run_w, &mut ctx)
-        .map_err(module_err)?;
+    module.define_function(run_w, &mut ctx)?;
     // The deepest call: `_run`, `_run_with_weights`, then one kernel.
     let driver_bytes = ctx
         .compiled_code()
@@ -196,9 +182,7 @@ pub fn compile_object(
     module.clear_context(&mut ctx);
 
     if options.embed_weights {
-        let data = module
-            .declare_data(&format!("{name}_weights"), Linkage::Local, false, false)
-            .map_err(module_err)?;
+        let data = module.declare_data(&format!("{name}_weights"), Linkage::Local, false, false)?;
         let mut desc = DataDescription::new();
         // An empty blob still needs an address.
         let mut bytes = weight_bytes.clone();
@@ -207,15 +191,13 @@ pub fn compile_object(
         }
         desc.define(bytes.into_boxed_slice());
         desc.set_align(64);
-        module.define_data(data, &desc).map_err(module_err)?;
+        module.define_data(data, &desc)?;
 
         let mut run_sig = Signature::new(call_conv);
         for _ in 0..4 {
             run_sig.params.push(AbiParam::new(I64));
         }
-        let run = module
-            .declare_function(&format!("{name}_run"), Linkage::Export, &run_sig)
-            .map_err(module_err)?;
+        let run = module.declare_function(&format!("{name}_run"), Linkage::Export, &run_sig)?;
         ctx.func.signature = run_sig;
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -231,11 +213,14 @@ pub fn compile_object(
             b.seal_all_blocks();
             b.finalize(frontend);
         }
-        module.define_function(run, &mut ctx).map_err(module_err)?;
+        module.define_function(run, &mut ctx)?;
         module.clear_context(&mut ctx);
     }
 
-    let object = module.finish().emit().map_err(module_err)?;
+    let object = module
+        .finish()
+        .emit()
+        .map_err(|e| JitError::Codegen(format!("writing the object file: {e}")))?;
     let input_len = plan.input_shape.dims().iter().product();
     let output_len = plan.values[plan.output].len;
     let arena_bytes = plan.arena_len * 4;

@@ -92,18 +92,12 @@ fn jit_loop() -> Result<(JITModule, LoopFn, bool), JitError> {
     let mut sig = Signature::new(target.isa.default_call_conv());
     sig.params.push(AbiParam::new(I64));
     sig.params.push(AbiParam::new(I64));
-    let id = module
-        .declare_function("peak", Linkage::Local, &sig)
-        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    let id = module.declare_function("peak", Linkage::Local, &sig)?;
     let mut ctx = module.make_context();
     let fma = target.features.fma;
     ctx.func = build(sig, fma, target.isa.frontend_config());
-    module
-        .define_function(id, &mut ctx)
-        .map_err(|e| JitError::Codegen(e.to_string()))?;
-    module
-        .finalize_definitions()
-        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    module.define_function(id, &mut ctx)?;
+    module.finalize_definitions()?;
     // SAFETY: built above with this signature (the platform's C convention).
     let f: LoopFn = unsafe { std::mem::transmute(module.get_finalized_function(id)) };
     Ok((module, f, fma))
