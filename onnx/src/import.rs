@@ -1504,6 +1504,10 @@ mod tests {
     }
 
     fn model(nodes: Vec<NodeProto>, output: &str) -> Vec<u8> {
+        model_at(nodes, output, 17)
+    }
+
+    fn model_at(nodes: Vec<NodeProto>, output: &str, opset: i64) -> Vec<u8> {
         let info = |name: &str, dims: Vec<Dim>| ValueInfo {
             name: name.into(),
             elem_type: FLOAT,
@@ -1513,7 +1517,7 @@ mod tests {
             ir_version: 8,
             opset_import: vec![OpsetId {
                 domain: String::new(),
-                version: 17,
+                version: opset,
             }],
             graph: Some(GraphProto {
                 name: "bad".into(),
@@ -1603,6 +1607,47 @@ mod tests {
             ],
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_op_in_another_opsets_form_is_an_error_naming_the_opset() {
+        let ints = |name: &str, v: &[i64]| Attribute {
+            name: name.into(),
+            r#type: crate::proto::ATTR_INTS,
+            ints: v.to_vec(),
+            ..Default::default()
+        };
+        let mut split = node("split", "Split", "", &["a"], "y");
+        split.output.push("z".into());
+        split.attribute = vec![
+            ints("split", &[2, 2]),
+            Attribute {
+                name: "axis".into(),
+                r#type: crate::proto::ATTR_INT,
+                i: 1,
+                ..Default::default()
+            },
+        ];
+        let conv = || node("conv", "Conv", "", &["x", "w"], "a");
+        let e = import(&model_at(vec![conv(), split.clone()], "y", 13))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "a `split` attribute at opset 13; from opset 13 the sizes are the second input"
+            ),
+            "{e}"
+        );
+        // The same node is right at opset 11.
+        import(&model_at(vec![conv(), split], "y", 11)).unwrap();
+
+        let mut mean = node("mean", "ReduceMean", "", &["a"], "y");
+        mean.attribute = vec![ints("axes", &[2, 3])];
+        import(&model_at(vec![conv(), mean.clone()], "y", 17)).unwrap();
+        let e = import(&model_at(vec![conv(), mean], "y", 18))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an `axes` attribute at opset 18"), "{e}");
     }
 
     #[test]

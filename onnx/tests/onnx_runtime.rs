@@ -499,3 +499,37 @@ fn corpus_shufflenet_v2_x0_5_dynamo_op18_with_external_data_matches_onnx_runtime
 fn corpus_mobilenet_v3_small_torchscript_op17_matches_onnx_runtime() {
     corpus_file_matches_onnx_runtime("mobilenet_v3_small_torchscript_op17.onnx");
 }
+
+/// Opsets 11 to 21: each op written in the form its opset defines (Split
+/// and Squeeze/Unsqueeze sizes as attributes before 13 and inputs from 13,
+/// ReduceMean axes as an input from 18), with a shape computation to fold;
+/// the import must match ONNX Runtime on the same file.
+#[test]
+fn ops_in_the_form_of_each_opset_import_and_match_onnx_runtime() {
+    for opset in [11, 12, 13, 17, 18, 21] {
+        let case = format!("opset{opset}");
+        let model = temp_dir(&case).join("model.onnx");
+        let script_path = script("make_opset_model.py");
+        let opset_text = opset.to_string();
+        run_python(&[
+            script_path.as_os_str(),
+            opset_text.as_ref(),
+            model.as_os_str(),
+        ]);
+        let imported =
+            shufflekit_onnx::import_file(&model).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let graph = spec::load_str(&imported.spec, "imported.yaml", &[])
+            .unwrap_or_else(|e| panic!("{case}: {e}\n{}", imported.spec));
+        let kinds: Vec<&str> = graph.nodes().map(|n| graph.node(n).op.kind()).collect();
+        assert!(
+            kinds.contains(&"channel_shuffle") && kinds.contains(&"relu6"),
+            "{case}: {kinds:?}"
+        );
+        let x = input_for(&graph, 2);
+        let theirs = onnx_runtime(&case, &model, &x);
+        let ours = eval::evaluate(&graph, &imported.weights, &x).unwrap();
+        let rel = relative(&ours, &theirs, &case);
+        eprintln!("{case}: max relative difference vs ONNX Runtime {rel:e}");
+        assert!(rel < TOLERANCE, "{case}: {rel:e} exceeds {TOLERANCE:e}");
+    }
+}
