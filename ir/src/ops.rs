@@ -580,6 +580,10 @@ pub enum Op {
     Relu6,
     /// `1 / (1 + exp(-x))`.
     Sigmoid,
+    /// `relu6(x + 3) / 6`, PyTorch's `hardsigmoid` (MobileNet v3).
+    HardSigmoid,
+    /// `x * relu6(x + 3) / 6`, PyTorch's `hardswish` (MobileNet v3).
+    HardSwish,
     /// Channel shuffle (a fixed permutation of channels).
     ChannelShuffle(ChannelShuffle),
     /// Max pooling.
@@ -624,6 +628,8 @@ impl Op {
             Op::Relu => "relu",
             Op::Relu6 => "relu6",
             Op::Sigmoid => "sigmoid",
+            Op::HardSigmoid => "hard_sigmoid",
+            Op::HardSwish => "hard_swish",
             Op::ChannelShuffle(_) => "channel_shuffle",
             Op::MaxPool(_) => "max_pool",
             Op::AvgPool(_) => "avg_pool",
@@ -666,6 +672,7 @@ impl Op {
                 out
             }
             Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => first()?.clone(),
+            Op::HardSigmoid | Op::HardSwish => first()?.clone(),
             Op::ChannelShuffle(p) => {
                 let x = first()?;
                 let c = x.channels();
@@ -797,6 +804,7 @@ impl Op {
     pub fn in_place_inputs(&self) -> &'static [usize] {
         match self {
             Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => &[0],
+            Op::HardSigmoid | Op::HardSwish => &[0],
             Op::Add => &[0, 1],
             // The second input may be a per-channel [C, 1, 1] factor.
             Op::Mul => &[0],
@@ -826,6 +834,8 @@ impl Op {
                 | Op::Relu
                 | Op::Relu6
                 | Op::Sigmoid
+                | Op::HardSigmoid
+                | Op::HardSwish
                 | Op::MaxPool(_)
                 | Op::AvgPool(_)
                 | Op::GlobalAvgPool
@@ -1061,4 +1071,16 @@ mod tests {
         let op = Op::Input(Shape::chw(100_000, 100_000, 100_000));
         assert!(op.output_shape(&[]).is_err());
     }
+}
+
+/// PyTorch's `hardsigmoid`: `relu6(x + 3) / 6` (ONNX `HardSigmoid` with
+/// alpha 1/6 and beta 1/2). The evaluator, the gradient and the JIT compute
+/// this same formula.
+pub fn hard_sigmoid(x: f32) -> f32 {
+    (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+/// PyTorch's `hardswish`: `x * relu6(x + 3) / 6` (ONNX `HardSwish`).
+pub fn hard_swish(x: f32) -> f32 {
+    x * hard_sigmoid(x)
 }

@@ -48,6 +48,8 @@ const SUPPORTED: &[&str] = &[
     "Relu",
     "Clip",
     "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
@@ -674,6 +676,24 @@ impl Importer {
                     Op::Sigmoid
                 };
                 let id = self.add(n, op, &[x])?;
+                self.set_output(n, Value::Layer(id))
+            }
+            "HardSwish" => {
+                let x = self.layer(n, 0)?;
+                let id = self.add(n, Op::HardSwish, &[x])?;
+                self.set_output(n, Value::Layer(id))
+            }
+            "HardSigmoid" => {
+                let x = self.layer(n, 0)?;
+                let (alpha, beta) = (attr_float(n, "alpha", 0.2), attr_float(n, "beta", 0.5));
+                // PyTorch's hardsigmoid; ONNX's default alpha 0.2 is another
+                // function.
+                if (alpha - 1.0 / 6.0).abs() > 1e-6 || beta != 0.5 {
+                    return Err(format!(
+                        "HardSigmoid with alpha {alpha} and beta {beta}; shufflekit's hard_sigmoid is PyTorch's (alpha 1/6, beta 0.5)"
+                    ));
+                }
+                let id = self.add(n, Op::HardSigmoid, &[x])?;
                 self.set_output(n, Value::Layer(id))
             }
             "Clip" => self.clip(n),

@@ -110,6 +110,16 @@ const ZOO: &[Case] = &[
         &[("resolution", "64"), ("classes", "10")],
     ),
     (
+        "mobilenet_v3_small",
+        "mobilenet_v3.yaml",
+        &[("resolution", "64"), ("classes", "10")],
+    ),
+    (
+        "mobilenet_v3_large",
+        "mobilenet_v3.yaml",
+        &[("large", "true"), ("resolution", "64"), ("classes", "10")],
+    ),
+    (
         "resnet_bottleneck",
         "resnet_bottleneck.yaml",
         &[("resolution", "64"), ("classes", "10")],

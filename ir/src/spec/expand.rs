@@ -32,6 +32,8 @@ const OPS: &[(&str, &[&str])] = &[
     ("relu", &[]),
     ("relu6", &[]),
     ("sigmoid", &[]),
+    ("hard_sigmoid", &["hardsigmoid"]),
+    ("hard_swish", &["hardswish"]),
     ("channel_shuffle", &["shuffle"]),
     ("max_pool", &[]),
     ("avg_pool", &[]),
@@ -1638,6 +1640,8 @@ impl<'s> Builder<'s> {
             "relu" => Op::Relu,
             "relu6" => Op::Relu6,
             "sigmoid" => Op::Sigmoid,
+            "hard_sigmoid" => Op::HardSigmoid,
+            "hard_swish" => Op::HardSwish,
             "channel_shuffle" => Op::ChannelShuffle(ChannelShuffle {
                 groups: self.count_field(ctx, &mut f, "groups", None, 1)?,
             }),
