@@ -924,6 +924,18 @@ impl fmt::Display for Op {
     }
 }
 
+/// PyTorch's `hardsigmoid`: `relu6(x + 3) / 6` (ONNX `HardSigmoid` with
+/// alpha 1/6 and beta 1/2). The evaluator, the gradient and the JIT compute
+/// this same formula.
+pub fn hard_sigmoid(x: f32) -> f32 {
+    (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+/// PyTorch's `hardswish`: `x * relu6(x + 3) / 6` (ONNX `HardSwish`).
+pub fn hard_swish(x: f32) -> f32 {
+    x * hard_sigmoid(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1071,16 +1083,4 @@ mod tests {
         let op = Op::Input(Shape::chw(100_000, 100_000, 100_000));
         assert!(op.output_shape(&[]).is_err());
     }
-}
-
-/// PyTorch's `hardsigmoid`: `relu6(x + 3) / 6` (ONNX `HardSigmoid` with
-/// alpha 1/6 and beta 1/2). The evaluator, the gradient and the JIT compute
-/// this same formula.
-pub fn hard_sigmoid(x: f32) -> f32 {
-    (x + 3.0).clamp(0.0, 6.0) / 6.0
-}
-
-/// PyTorch's `hardswish`: `x * relu6(x + 3) / 6` (ONNX `HardSwish`).
-pub fn hard_swish(x: f32) -> f32 {
-    x * hard_sigmoid(x)
 }

@@ -29,7 +29,6 @@ pub(crate) const FOLDABLE: &[&str] = &[
     "Reshape",
     "ConstantOfShape",
     "Expand",
-    "Identity",
 ];
 
 /// The most elements a folded tensor may have.
@@ -236,7 +235,6 @@ pub(crate) fn evaluate(n: &NodeProto, inputs: &[Option<Const>], opset: i64) -> R
     };
     let one = |c: Const| Ok(vec![c]);
     match n.op_type.as_str() {
-        "Identity" => one(input(0)?.clone()),
         "Add" | "Sub" | "Mul" | "Div" => one(arithmetic(&n.op_type, input(0)?, input(1)?)?),
         "Gather" => one(gather(input(0)?, input(1)?, attr_int(n, "axis", 0))?),
         "Unsqueeze" => {
@@ -346,7 +344,8 @@ pub(crate) fn evaluate(n: &NodeProto, inputs: &[Option<Const>], opset: i64) -> R
                 return Err("delta is 0".into());
             }
             let count = ((l - s) / d).ceil().max(0.0);
-            if !(count <= MAX_ELEMENTS as f64) {
+            // NaN bounds give a NaN count, refused too.
+            if count.is_nan() || count > MAX_ELEMENTS as f64 {
                 return Err(format!("a range of {count} elements is too large to fold"));
             }
             let count = count as usize;
