@@ -130,7 +130,7 @@ fn main() -> ExitCode {
             if let Some(spec_error) = e.downcast_ref::<SpecError>() {
                 eprint!("{}", diag::render(spec_error));
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", diag::one_line(&e));
             }
             ExitCode::FAILURE
         }

@@ -86,3 +86,26 @@ fn import_errors_name_the_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_import_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.onnx");
+    let missing = missing.to_string_lossy().into_owned();
+    let out_dir = dir.path().join("out").to_string_lossy().into_owned();
+    let out = shufflekit(&["import", &missing, "-o", &out_dir]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: cannot read `{missing}`: ")),
+        "{stderr}"
+    );
+    // The I/O error's text once, not `<msg>: <msg>`.
+    let cause = stderr
+        .trim_end()
+        .rsplit_once("`: ")
+        .map(|(_, c)| c.to_string())
+        .unwrap_or_default();
+    assert!(!cause.is_empty(), "{stderr}");
+    assert_eq!(stderr.matches(&cause).count(), 1, "{stderr}");
+}

@@ -183,6 +183,7 @@ pub fn count(graph: &Graph, convention: Convention) -> Cost {
             Op::Linear(l) if l.bias => out,
             Op::BatchNorm(_) => 2 * out,
             Op::Relu | Op::Relu6 | Op::Sigmoid | Op::Add | Op::Mul => out,
+            Op::HardSigmoid | Op::HardSwish => out,
             Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool => input_elems,
             _ => 0,
         };

@@ -326,6 +326,8 @@ fn apply_in_place(
         Op::Relu => map_in_place(data, |v| v.max(0.0)),
         Op::Relu6 => map_in_place(data, |v| v.clamp(0.0, 6.0)),
         Op::Sigmoid => map_in_place(data, |v| 1.0 / (1.0 + (-v).exp())),
+        Op::HardSigmoid => map_in_place(data, crate::ops::hard_sigmoid),
+        Op::HardSwish => map_in_place(data, crate::ops::hard_swish),
         Op::Flatten => {}
         Op::BatchNorm(p) => {
             let channels = node.shape.channels();
@@ -516,9 +518,14 @@ fn compute(
             );
         }
         Op::Softmax => softmax(x, x_shape.channels(), x_shape.spatial(), out),
-        Op::Input(_) | Op::Relu | Op::Relu6 | Op::Sigmoid | Op::BatchNorm(_) | Op::Flatten => {
-            return Err(internal(node, "handled elsewhere".into()))
-        }
+        Op::Input(_)
+        | Op::Relu
+        | Op::Relu6
+        | Op::Sigmoid
+        | Op::HardSigmoid
+        | Op::HardSwish
+        | Op::BatchNorm(_)
+        | Op::Flatten => return Err(internal(node, "handled elsewhere".into())),
     }
     Ok(())
 }
@@ -1368,6 +1375,15 @@ mod tests {
         assert_eq!(
             run_op(Op::Relu6, vec![3], x.clone(), &[]).data(),
             &[0.0, 0.5, 6.0]
+        );
+        let x = vec![-4.0, -3.0, -1.5, 0.0, 1.5, 3.0, 4.0];
+        assert_eq!(
+            run_op(Op::HardSigmoid, vec![7], x.clone(), &[]).data(),
+            &[0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+        );
+        assert_eq!(
+            run_op(Op::HardSwish, vec![7], x, &[]).data(),
+            &[-0.0, -0.0, -0.375, 0.0, 1.125, 3.0, 4.0]
         );
         let s = run_op(Op::Sigmoid, vec![3], vec![0.0, 100.0, -100.0], &[]);
         assert_eq!(s.data()[0], 0.5);

@@ -609,6 +609,16 @@ pub const SPEC_SYNTAX: &[SpecSyntax] = &[
         fields: &[],
     },
     SpecSyntax {
+        key: "hard_sigmoid",
+        aliases: &["hardsigmoid"],
+        fields: &[],
+    },
+    SpecSyntax {
+        key: "hard_swish",
+        aliases: &["hardswish"],
+        fields: &[],
+    },
+    SpecSyntax {
         key: "channel_shuffle",
         aliases: &["shuffle"],
         fields: &["groups"],
@@ -700,6 +710,10 @@ pub enum Op {
     Relu6,
     /// `1 / (1 + exp(-x))`.
     Sigmoid,
+    /// `relu6(x + 3) / 6`, PyTorch's `hardsigmoid` (MobileNet v3).
+    HardSigmoid,
+    /// `x * relu6(x + 3) / 6`, PyTorch's `hardswish` (MobileNet v3).
+    HardSwish,
     /// Channel shuffle (a fixed permutation of channels).
     ChannelShuffle(ChannelShuffle),
     /// Max pooling.
@@ -744,6 +758,8 @@ impl Op {
             Op::Relu => "relu",
             Op::Relu6 => "relu6",
             Op::Sigmoid => "sigmoid",
+            Op::HardSigmoid => "hard_sigmoid",
+            Op::HardSwish => "hard_swish",
             Op::ChannelShuffle(_) => "channel_shuffle",
             Op::MaxPool(_) => "max_pool",
             Op::AvgPool(_) => "avg_pool",
@@ -797,6 +813,7 @@ impl Op {
                 out
             }
             Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => first()?.clone(),
+            Op::HardSigmoid | Op::HardSwish => first()?.clone(),
             Op::ChannelShuffle(p) => {
                 let x = first()?;
                 let c = x.channels();
@@ -928,6 +945,7 @@ impl Op {
     pub fn in_place_inputs(&self) -> &'static [usize] {
         match self {
             Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => &[0],
+            Op::HardSigmoid | Op::HardSwish => &[0],
             Op::Add => &[0, 1],
             // The second input may be a per-channel [C, 1, 1] factor.
             Op::Mul => &[0],
@@ -957,6 +975,8 @@ impl Op {
                 | Op::Relu
                 | Op::Relu6
                 | Op::Sigmoid
+                | Op::HardSigmoid
+                | Op::HardSwish
                 | Op::MaxPool(_)
                 | Op::AvgPool(_)
                 | Op::GlobalAvgPool
@@ -1043,6 +1063,18 @@ impl fmt::Display for Op {
             _ => Ok(()),
         }
     }
+}
+
+/// PyTorch's `hardsigmoid`: `relu6(x + 3) / 6` (ONNX `HardSigmoid` with
+/// alpha 1/6 and beta 1/2). The evaluator, the gradient and the JIT compute
+/// this same formula.
+pub fn hard_sigmoid(x: f32) -> f32 {
+    (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+/// PyTorch's `hardswish`: `x * relu6(x + 3) / 6` (ONNX `HardSwish`).
+pub fn hard_swish(x: f32) -> f32 {
+    x * hard_sigmoid(x)
 }
 
 #[cfg(test)]
@@ -1139,6 +1171,8 @@ mod tests {
             Op::Relu,
             Op::Relu6,
             Op::Sigmoid,
+            Op::HardSigmoid,
+            Op::HardSwish,
             Op::ChannelShuffle(ChannelShuffle { groups: 2 }),
             Op::MaxPool(Pool::new(2)),
             Op::AvgPool(Pool::new(2)),

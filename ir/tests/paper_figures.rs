@@ -154,6 +154,24 @@ fn mobilenet_v1_matches_the_paper() {
     assert_eq!(c.macs, 568_740_352);
 }
 
+/// torchvision's MobileNet v3 weights metadata (torchvision/models/
+/// mobilenetv3.py, `MobileNet_V3_{Small,Large}_Weights.IMAGENET1K_V1`):
+/// `num_params` 2,542,856 and 5,483,032, `_ops` (GFLOPS, counted as MACs)
+/// 0.057 and 0.217. The small network's exact MACs are also the count
+/// taken from a torchvision export (`../shared/onnx-corpus`, see the onnx
+/// crate's corpus test).
+#[test]
+fn mobilenet_v3_matches_torchvision() {
+    let small = cost_of("mobilenet_v3.yaml", &[]);
+    assert_eq!(small.params, 2_542_856);
+    assert_eq!(small.macs, 56_510_400);
+    assert_eq!((small.macs as f64 / 1e6).round(), 57.0);
+    let large = cost_of("mobilenet_v3.yaml", &[("large", "true")]);
+    assert_eq!(large.params, 5_483_032);
+    assert_eq!((large.macs as f64 / 1e6).round(), 217.0);
+    assert_eq!(large.macs, 216_589_760);
+}
+
 #[test]
 fn flops_convention_doubles_macs() {
     let path = spec_path("shufflenet_v1.yaml");

@@ -1339,6 +1339,19 @@ fn elementwise_unit(g: &mut Gen, op: Elementwise, channels: usize, len: usize, i
                 let d = g.b.ins().fadd(one, e);
                 g.b.ins().fdiv(one, d)
             }
+            Elementwise::HardSigmoid | Elementwise::HardSwish => {
+                // relu6(x + 3) / 6, as shufflekit_ir::ops::hard_sigmoid.
+                let three = g.fconst(ty, 3.0);
+                let six = g.fconst(ty, 6.0);
+                let t = g.b.ins().fadd(xv, three);
+                let t = g.activation(ty, Activation::Relu6, t);
+                let h = g.b.ins().fdiv(t, six);
+                if op == Elementwise::HardSwish {
+                    g.b.ins().fmul(xv, h)
+                } else {
+                    h
+                }
+            }
             Elementwise::Add => g.b.ins().fadd(xv, yv.unwrap_or(xv)),
             Elementwise::Mul => g.b.ins().fmul(xv, yv.unwrap_or(xv)),
         }

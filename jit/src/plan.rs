@@ -143,6 +143,8 @@ pub(crate) enum Elementwise {
     Relu,
     Relu6,
     Sigmoid,
+    HardSigmoid,
+    HardSwish,
     Add,
     Mul,
     /// `x * y[c]` with `y` of shape `[C, 1, 1]`.
@@ -585,11 +587,13 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
             channels: x.channels(),
             len: x.spatial(),
         },
-        Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid => {
+        Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid | Op::HardSigmoid | Op::HardSwish => {
             let op = match node.op {
                 Op::BatchNorm(_) => Elementwise::Affine,
                 Op::Relu => Elementwise::Relu,
                 Op::Relu6 => Elementwise::Relu6,
+                Op::HardSigmoid => Elementwise::HardSigmoid,
+                Op::HardSwish => Elementwise::HardSwish,
                 _ => Elementwise::Sigmoid,
             };
             elementwise(op, x)

@@ -278,13 +278,15 @@ proptest! {
     #[test]
     fn elementwise_ops_match_reference(
         c in 1usize..6, h in 1usize..9, w in 1usize..13, flat: bool,
-        which in 0usize..4, batch in 1usize..3, threads in 1usize..3, seed: u64,
+        which in 0usize..6, batch in 1usize..3, threads in 1usize..3, seed: u64,
     ) {
         let shape = if flat { Shape::flat(c * h * w) } else { Shape::chw(c, h, w) };
         let op = match which {
             0 => Op::BatchNorm(BatchNorm::default()),
             1 => Op::Relu,
             2 => Op::Relu6,
+            3 => Op::HardSigmoid,
+            4 => Op::HardSwish,
             _ => Op::Sigmoid,
         };
         let g = common::single(shape, op);

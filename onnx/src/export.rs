@@ -275,6 +275,15 @@ impl Exporter<'_> {
             }
             Op::Relu => self.push(&name, "Relu", ins, &out, vec![]),
             Op::Sigmoid => self.push(&name, "Sigmoid", ins, &out, vec![]),
+            // PyTorch's hardsigmoid: ONNX's with alpha 1/6 (default 0.2).
+            Op::HardSigmoid => self.push(
+                &name,
+                "HardSigmoid",
+                ins,
+                &out,
+                vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+            ),
+            Op::HardSwish => self.push(&name, "HardSwish", ins, &out, vec![]),
             Op::Relu6 => {
                 let lo = self.constant_f32(&format!("{name}/min"), 0.0);
                 let hi = self.constant_f32(&format!("{name}/max"), 6.0);

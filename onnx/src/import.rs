@@ -15,6 +15,7 @@
 //! docs (those are all listed in one error before anything else is done).
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use shufflekit_ir::ops::{
     BatchNorm, ChannelShuffle, ChannelSlice, Concat, Conv2d, Linear, Op, Pool,
@@ -23,8 +24,9 @@ use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{spec, Graph, NodeId, Shape};
 
+use crate::fold::{self, Const};
 use crate::proto::{Attribute, Dim, Model, NodeProto, TensorProto, ATTR_TENSOR, FLOAT};
-use crate::ImportError;
+use crate::{ImportError, UnsupportedNode};
 
 /// An imported model: a spec and its weights.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ const SUPPORTED: &[&str] = &[
     "Relu",
     "Clip",
     "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
@@ -67,8 +71,17 @@ const SUPPORTED: &[&str] = &[
 /// Reads a serialised ONNX model and returns an equivalent spec with its
 /// weights. Every node with an op outside the supported set is listed in
 /// one [`ImportError::Unsupported`]; nothing is imported partially.
+/// External data needs the model's directory: use
+/// [`import_file`](crate::import_file) for such models.
 pub fn import(bytes: &[u8]) -> Result<Imported, ImportError> {
-    let model = Model::decode(bytes).map_err(|e| ImportError::Corrupt(e.to_string()))?;
+    import_in(bytes, None)
+}
+
+/// [`import`] with the directory external data is read from.
+pub(crate) fn import_in(bytes: &[u8], dir: Option<&Path>) -> Result<Imported, ImportError> {
+    let mut model = Model::decode(bytes).map_err(|e| ImportError::Corrupt(e.to_string()))?;
+    crate::external::load(&mut model, dir)?;
+    let model = model;
     let Some(g) = &model.graph else {
         return Err(ImportError::Model(
             "the model has no graph (is this an ONNX model?)".into(),
@@ -81,26 +94,6 @@ pub fn import(bytes: &[u8]) -> Result<Imported, ImportError> {
         .map(|o| o.version)
         .unwrap_or(1);
 
-    let unsupported: Vec<(String, String)> = g
-        .node
-        .iter()
-        .filter(|n| {
-            !(n.domain.is_empty() || n.domain == "ai.onnx")
-                || !SUPPORTED.contains(&n.op_type.as_str())
-        })
-        .map(|n| {
-            let op = if n.domain.is_empty() {
-                n.op_type.clone()
-            } else {
-                format!("{}::{}", n.domain, n.op_type)
-            };
-            (node_label(n), op)
-        })
-        .collect();
-    if !unsupported.is_empty() {
-        return Err(ImportError::Unsupported { nodes: unsupported });
-    }
-
     let name = sanitize(&g.name).unwrap_or_else(|| "imported".into());
     let mut im = Importer {
         opset,
@@ -109,6 +102,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, ImportError> {
         values: HashMap::new(),
         uses: HashMap::new(),
         taken: ["input", "in"].iter().map(|s| s.to_string()).collect(),
+        batch: 1,
     };
     for t in &g.initializer {
         im.values.insert(t.name.clone(), Value::Const(t.clone()));
@@ -157,6 +151,11 @@ pub fn import(bytes: &[u8]) -> Result<Imported, ImportError> {
             show_dims(dims)
         )));
     };
+    // A symbolic batch folds as 1: Reshape targets ignore their first
+    // entry, so shapes computed from it import the same.
+    if let Some(Dim::Value(b)) = dims.first() {
+        im.batch = usize::try_from(*b).unwrap_or(1).max(1);
+    }
     let input_id = im
         .graph
         .add(
@@ -168,12 +167,74 @@ pub fn import(bytes: &[u8]) -> Result<Imported, ImportError> {
         .map_err(|e| ImportError::Model(format!("input `{}`: {}", input.name, e.message)))?;
     im.values.insert(input.name.clone(), Value::Layer(input_id));
 
+    // Every node is either folded (all its inputs known now), mapped onto
+    // a layer, or listed as unsupported with why; the nodes downstream of
+    // one that failed are skipped, so that all failures are reported at
+    // once and only once.
+    let mut unsupported = Vec::new();
+    let mut first_error = None;
+    let mut failed: HashSet<String> = HashSet::new();
     for n in &g.node {
-        im.node(n).map_err(|message| ImportError::Node {
-            node: node_label(n),
-            op: n.op_type.clone(),
-            message,
-        })?;
+        let op = if n.domain.is_empty() || n.domain == "ai.onnx" {
+            n.op_type.clone()
+        } else {
+            format!("{}::{}", n.domain, n.op_type)
+        };
+        let default_domain = op == n.op_type;
+        let maps = default_domain && SUPPORTED.contains(&op.as_str());
+        let folds = default_domain && (fold::FOLDABLE.contains(&op.as_str()) || op == "Constant");
+        let mut fail = |reason: Option<String>, failed: &mut HashSet<String>| {
+            if let Some(reason) = reason {
+                unsupported.push(UnsupportedNode {
+                    name: node_label(n),
+                    op: op.clone(),
+                    reason,
+                });
+            }
+            failed.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+        };
+        if !maps && !folds {
+            let reason = if default_domain {
+                "shufflekit has no such layer and cannot evaluate it at import".to_string()
+            } else {
+                format!(
+                    "an op of domain `{}`, which shufflekit does not import",
+                    n.domain
+                )
+            };
+            fail(Some(reason), &mut failed);
+            continue;
+        }
+        if let Some(bad) = n.input.iter().find(|i| failed.contains(*i)) {
+            let reason = (!maps)
+                .then(|| format!("its input `{bad}` comes from a node that was not imported"));
+            fail(reason, &mut failed);
+            continue;
+        }
+        let result = match im.try_fold(n) {
+            Ok(true) => continue,
+            Ok(false) if maps => im.node(n),
+            Ok(false) => {
+                let reason = im.why_not_known(n);
+                fail(Some(reason), &mut failed);
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(message) = result {
+            first_error.get_or_insert(ImportError::Node {
+                node: node_label(n),
+                op: n.op_type.clone(),
+                message,
+            });
+            fail(None, &mut failed);
+        }
+    }
+    if !unsupported.is_empty() {
+        return Err(ImportError::Unsupported { nodes: unsupported });
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
 
     let [output] = &g.output[..] else {
@@ -241,6 +302,9 @@ struct Importer {
     values: HashMap<String, Value>,
     uses: HashMap<String, usize>,
     taken: HashSet<String>,
+    /// The batch size `Shape` folds with: the input's, or 1 when it is
+    /// symbolic.
+    batch: usize,
 }
 
 type R<T> = Result<T, String>;
@@ -502,6 +566,98 @@ impl Importer {
         }
     }
 
+    /// The full shape (batch first) of a value, when it is fixed.
+    fn value_dims(&self, v: &Value) -> Vec<usize> {
+        let mut dims = vec![self.batch];
+        match v {
+            Value::Layer(id) => dims.extend(self.shape(*id).dims()),
+            Value::Const(t) => return t.dims.iter().map(|&d| d.max(0) as usize).collect(),
+            Value::ShuffleSplit { src, groups } | Value::ShuffleTransposed { src, groups } => {
+                let d = self.shape(*src).dims();
+                let (c, g) = (d[0], *groups);
+                if matches!(v, Value::ShuffleSplit { .. }) {
+                    dims.extend([g, c / g]);
+                } else {
+                    dims.extend([c / g, g]);
+                }
+                dims.extend(&d[1..]);
+            }
+        }
+        dims
+    }
+
+    /// Folds `n` when all its inputs are known (constants, or for `Shape`
+    /// any value with a fixed shape): `Ok(true)` if folded, `Ok(false)` if
+    /// some input is computed from the model's input.
+    fn try_fold(&mut self, n: &NodeProto) -> R<bool> {
+        if n.op_type == "Constant" {
+            self.constant_node(n)?;
+            return Ok(true);
+        }
+        if !fold::FOLDABLE.contains(&n.op_type.as_str()) {
+            return Ok(false);
+        }
+        if n.op_type == "Shape" {
+            let v = self.input(n, 0)?.clone();
+            let dims = self.value_dims(&v);
+            let rank = dims.len() as i64;
+            let clamp = |a: i64| (if a < 0 { a + rank } else { a }).clamp(0, rank) as usize;
+            let start = clamp(attr_int(n, "start", 0));
+            let end = clamp(attr_int(n, "end", rank));
+            let picked: Vec<i64> = dims
+                .get(start..end.max(start))
+                .unwrap_or(&[])
+                .iter()
+                .map(|&d| d as i64)
+                .collect();
+            let c = Const::ints(vec![picked.len()], picked)?;
+            self.set_const(n, vec![c])?;
+            return Ok(true);
+        }
+        let mut inputs = Vec::with_capacity(n.input.len());
+        for k in 0..n.input.len() {
+            match self.optional_input(n, k)? {
+                None => inputs.push(None),
+                Some(Value::Const(t)) => inputs.push(Some(Const::from_proto(t).map_err(|e| {
+                    format!(
+                        "its inputs are known at import, but constant `{}` cannot be folded: {e}",
+                        n.input[k]
+                    )
+                })?)),
+                Some(_) => return Ok(false),
+            }
+        }
+        let outputs = fold::evaluate(n, &inputs, self.opset)
+            .map_err(|e| format!("its inputs are known at import, but folding it failed: {e}"))?;
+        self.set_const(n, outputs)?;
+        Ok(true)
+    }
+
+    fn set_const(&mut self, n: &NodeProto, outputs: Vec<Const>) -> R<()> {
+        for (name, c) in n.output.iter().zip(outputs) {
+            if !name.is_empty() {
+                self.values
+                    .insert(name.clone(), Value::Const(c.to_proto(name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a foldable node with no layer of its own could not be folded.
+    fn why_not_known(&self, n: &NodeProto) -> String {
+        let computed = n
+            .input
+            .iter()
+            .find(|i| matches!(self.values.get(*i), Some(v) if !matches!(v, Value::Const(_))));
+        match computed {
+            Some(i) => format!(
+                "its input `{i}` is computed from the model's input, so it cannot be folded at import, and shufflekit has no {} layer",
+                n.op_type
+            ),
+            None => format!("shufflekit has no {} layer", n.op_type),
+        }
+    }
+
     fn node(&mut self, n: &NodeProto) -> R<()> {
         match n.op_type.as_str() {
             "Constant" => self.constant_node(n),
@@ -519,6 +675,24 @@ impl Importer {
                     Op::Sigmoid
                 };
                 let id = self.add(n, op, &[x])?;
+                self.set_output(n, Value::Layer(id))
+            }
+            "HardSwish" => {
+                let x = self.layer(n, 0)?;
+                let id = self.add(n, Op::HardSwish, &[x])?;
+                self.set_output(n, Value::Layer(id))
+            }
+            "HardSigmoid" => {
+                let x = self.layer(n, 0)?;
+                let (alpha, beta) = (attr_float(n, "alpha", 0.2), attr_float(n, "beta", 0.5));
+                // PyTorch's hardsigmoid; ONNX's default alpha 0.2 is another
+                // function.
+                if (alpha - 1.0 / 6.0).abs() > 1e-6 || beta != 0.5 {
+                    return Err(format!(
+                        "HardSigmoid with alpha {alpha} and beta {beta}; shufflekit's hard_sigmoid is PyTorch's (alpha 1/6, beta 0.5)"
+                    ));
+                }
+                let id = self.add(n, Op::HardSigmoid, &[x])?;
                 self.set_output(n, Value::Layer(id))
             }
             "Clip" => self.clip(n),
@@ -752,9 +926,33 @@ impl Importer {
     fn reduce_mean(&mut self, n: &NodeProto) -> R<()> {
         let x = self.layer(n, 0)?;
         let rank = self.shape(x).rank() + 1;
-        let axes = match attr_ints(n, "axes") {
-            Some(a) => a,
-            None => self.ints_input(n, 1)?.unwrap_or_default(),
+        // The axes are an attribute before opset 18, an input from 18.
+        let axes = if self.opset >= 18 {
+            if attr(n, "axes").is_some() {
+                return Err(format!(
+                    "an `axes` attribute at opset {}; from opset 18 the axes are the second input",
+                    self.opset
+                ));
+            }
+            self.ints_input(n, 1)?
+        } else {
+            if self.optional_input(n, 1)?.is_some() {
+                return Err(format!(
+                    "an axes input at opset {}; before opset 18 the axes are the `axes` attribute",
+                    self.opset
+                ));
+            }
+            attr_ints(n, "axes")
+        }
+        .unwrap_or_default();
+        if axes.is_empty() && self.opset >= 18 && attr_int(n, "noop_with_empty_axes", 0) != 0 {
+            return self.set_output(n, Value::Layer(x));
+        }
+        // No axes: the mean of everything, which the check below refuses.
+        let axes = if axes.is_empty() {
+            (0..rank as i64).collect()
+        } else {
+            axes
         };
         let mut axes: Vec<usize> = axes
             .iter()
@@ -849,14 +1047,40 @@ impl Importer {
         }
         let c = self.shape(x).channels();
         let parts = n.output.len();
-        let sizes: Vec<i64> = match (self.ints_input(n, 1)?, attr_ints(n, "split")) {
-            (Some(s), _) | (None, Some(s)) => s,
-            (None, None) => {
+        // The sizes are the `split` attribute before opset 13, the second
+        // input from 13 (opset 18 adds `num_outputs` for equal parts).
+        let given = if self.opset >= 13 {
+            if attr(n, "split").is_some() {
+                return Err(format!(
+                    "a `split` attribute at opset {}; from opset 13 the sizes are the second input",
+                    self.opset
+                ));
+            }
+            self.ints_input(n, 1)?
+        } else {
+            if self.optional_input(n, 1)?.is_some() {
+                return Err(format!(
+                    "a sizes input at opset {}; before opset 13 the sizes are the `split` attribute",
+                    self.opset
+                ));
+            }
+            attr_ints(n, "split")
+        };
+        let sizes: Vec<i64> = match given {
+            Some(s) => s,
+            None => {
                 let k = parts.max(1);
-                if !c.is_multiple_of(k) {
+                if c.is_multiple_of(k) {
+                    vec![(c / k) as i64; k]
+                } else if self.opset >= 18 {
+                    // Opset 18: parts of ceil(c / k), the last one smaller.
+                    let size = c.div_ceil(k);
+                    let mut v = vec![size as i64; k - 1];
+                    v.push(c as i64 - (size * (k - 1)) as i64);
+                    v
+                } else {
                     return Err(format!("{c} channels do not split into {k} equal parts"));
                 }
-                vec![(c / k) as i64; k]
             }
         };
         if sizes.len() != parts || sizes.iter().any(|&s| s <= 0) {
@@ -971,10 +1195,13 @@ impl Importer {
     }
 
     fn reshape(&mut self, n: &NodeProto) -> R<()> {
-        let target = self
-            .ints_input(n, 1)?
-            .or_else(|| attr_ints(n, "shape"))
-            .ok_or("the target shape is missing")?;
+        // The target is the `shape` attribute before opset 5, an input since.
+        let target = if self.opset >= 5 {
+            self.ints_input(n, 1)?
+        } else {
+            attr_ints(n, "shape")
+        }
+        .ok_or("the target shape is missing")?;
         let allowzero = attr_int(n, "allowzero", 0) != 0;
         let v = self.input(n, 0)?.clone();
         match v {
@@ -1205,6 +1432,10 @@ mod tests {
     }
 
     fn model(nodes: Vec<NodeProto>, output: &str) -> Vec<u8> {
+        model_at(nodes, output, 17)
+    }
+
+    fn model_at(nodes: Vec<NodeProto>, output: &str, opset: i64) -> Vec<u8> {
         let info = |name: &str, dims: Vec<Dim>| ValueInfo {
             name: name.into(),
             elem_type: FLOAT,
@@ -1214,7 +1445,7 @@ mod tests {
             ir_version: 8,
             opset_import: vec![OpsetId {
                 domain: String::new(),
-                version: 17,
+                version: opset,
             }],
             graph: Some(GraphProto {
                 name: "bad".into(),
@@ -1253,24 +1484,149 @@ mod tests {
         let ImportError::Unsupported { nodes } = &e else {
             panic!("{e}");
         };
-        let expected = [
-            ("leaky", "LeakyRelu"),
-            ("c", "Resize"),
-            ("fused", "com.microsoft::FusedConv"),
-        ];
+        let got: Vec<(&str, &str)> = nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.op.as_str()))
+            .collect();
         assert_eq!(
-            nodes,
-            &expected
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .to_vec()
+            got,
+            [
+                ("leaky", "LeakyRelu"),
+                ("c", "Resize"),
+                ("fused", "com.microsoft::FusedConv"),
+            ]
         );
         let text = e.to_string();
         assert!(
-            text.starts_with("3 unsupported nodes")
+            text.starts_with("3 nodes shufflekit cannot import")
                 && text.ends_with(
-                    "`leaky` (LeakyRelu), `c` (Resize), `fused` (com.microsoft::FusedConv)"
+                    "`leaky` (LeakyRelu): shufflekit has no such layer and cannot evaluate it at import; `c` (Resize): shufflekit has no such layer and cannot evaluate it at import; `fused` (com.microsoft::FusedConv): an op of domain `com.microsoft`, which shufflekit does not import"
                 ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_shape_computation_on_computed_values_says_why_it_did_not_fold() {
+        // Div of a layer's output: foldable op, but its input is computed.
+        let bytes = model(
+            vec![
+                node("conv", "Conv", "", &["x", "w"], "a"),
+                node("half", "Div", "", &["a", "w"], "b"),
+                node("shape", "Shape", "", &["b"], "s"),
+                node("g", "Gather", "", &["s", "w"], "y"),
+            ],
+            "y",
+        );
+        let e = import(&bytes).unwrap_err();
+        let ImportError::Unsupported { nodes } = &e else {
+            panic!("{e}");
+        };
+        let got: Vec<(&str, &str)> = nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("half", "its input `a` is computed from the model's input, so it cannot be folded at import, and shufflekit has no Div layer"),
+                ("shape", "its input `b` comes from a node that was not imported"),
+                ("g", "its input `s` comes from a node that was not imported"),
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_op_in_another_opsets_form_is_an_error_naming_the_opset() {
+        let ints = |name: &str, v: &[i64]| Attribute {
+            name: name.into(),
+            r#type: crate::proto::ATTR_INTS,
+            ints: v.to_vec(),
+            ..Default::default()
+        };
+        let mut split = node("split", "Split", "", &["a"], "y");
+        split.output.push("z".into());
+        split.attribute = vec![
+            ints("split", &[2, 2]),
+            Attribute {
+                name: "axis".into(),
+                r#type: crate::proto::ATTR_INT,
+                i: 1,
+                ..Default::default()
+            },
+        ];
+        let conv = || node("conv", "Conv", "", &["x", "w"], "a");
+        let e = import(&model_at(vec![conv(), split.clone()], "y", 13))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "a `split` attribute at opset 13; from opset 13 the sizes are the second input"
+            ),
+            "{e}"
+        );
+        // The same node is right at opset 11.
+        import(&model_at(vec![conv(), split], "y", 11)).unwrap();
+
+        let mut mean = node("mean", "ReduceMean", "", &["a"], "y");
+        mean.attribute = vec![ints("axes", &[2, 3])];
+        import(&model_at(vec![conv(), mean.clone()], "y", 17)).unwrap();
+        let e = import(&model_at(vec![conv(), mean], "y", 18))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an `axes` attribute at opset 18"), "{e}");
+    }
+
+    #[test]
+    fn shape_subgraphs_fold_into_slice_bounds() {
+        // The TorchScript exporter's `x.chunk(2, dim=1)`: Shape -> Gather
+        // -> Add -> Div -> Mul -> Slice, on a [N, 4, 8, 8] convolution.
+        let c = |name: &str, v: &[i64]| {
+            let mut n = node(name, "Constant", "", &[], name);
+            n.attribute.push(Attribute {
+                name: "value".into(),
+                r#type: ATTR_TENSOR,
+                t: Some(TensorProto::from_i64(name, &[v.len()], v)),
+                ..Default::default()
+            });
+            n
+        };
+        let bytes = model(
+            vec![
+                node("conv", "Conv", "", &["x", "w"], "a"),
+                node("shape", "Shape", "", &["a"], "s"),
+                c("one", &[1]),
+                c("zero", &[0]),
+                c("two", &[2]),
+                node("gather", "Gather", "", &["s", "one"], "ch"),
+                node("add", "Add", "", &["ch", "one"], "ch1"),
+                node("div", "Div", "", &["ch1", "two"], "half"),
+                node("mul", "Mul", "", &["half", "one"], "end"),
+                node("mul2", "Mul", "", &["half", "two"], "end2"),
+                node("left", "Slice", "", &["a", "zero", "end", "one"], "l"),
+                node("right", "Slice", "", &["a", "end", "end2", "one"], "r"),
+                node("cat", "Concat", "", &["r", "l"], "y"),
+            ],
+            "y",
+        );
+        let imported = import(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            imported
+                .spec
+                .contains("slice: {name: left, from: conv, start: 0, len: 2}")
+                && imported
+                    .spec
+                    .contains("slice: {name: right, from: conv, start: 2, len: 2}"),
+            "{}",
+            imported.spec
+        );
+        // Only layers: the folded nodes left nothing behind.
+        assert_eq!(
+            imported.spec.matches("  - ").count(),
+            4,
+            "{}",
+            imported.spec
         );
     }
 

@@ -5,7 +5,7 @@
 //! shuffle as Reshape-Transpose-Reshape, batch norm as BatchNormalization,
 //! the way PyTorch exports the same network. [`import`] reads a model made
 //! of the ops shufflekit has (Conv, BatchNormalization, Relu, Clip(0, 6),
-//! Sigmoid, MaxPool, AveragePool, GlobalAveragePool, ReduceMean over H and
+//! Sigmoid, HardSigmoid, HardSwish, MaxPool, AveragePool, GlobalAveragePool, ReduceMean over H and
 //! W, Add, Mul, Concat, Split/Slice on channels, the Reshape-Transpose-Reshape
 //! shuffle, Gemm/MatMul(+Add), Flatten, Softmax, Identity, Constant) back
 //! into a spec YAML and weights; anything else is an error listing every
@@ -43,6 +43,8 @@
 #![deny(missing_docs)]
 
 mod export;
+mod external;
+mod fold;
 mod import;
 mod proto;
 
@@ -105,16 +107,29 @@ pub enum ImportError {
     /// or another kind of file).
     #[error("not a valid ONNX model (truncated or corrupt): {0}")]
     Corrupt(String),
+    /// An initializer's external data cannot be read: its location escapes
+    /// the model's directory, the file is missing, or the range is past its
+    /// end.
+    #[error("tensor `{tensor}`: external data `{location}`: {message}")]
+    ExternalData {
+        /// The initializer.
+        tensor: String,
+        /// Its `location` entry.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The model is well formed but not something shufflekit can import
     /// (no graph, several inputs or outputs, an input that is not an image
     /// batch, another domain's opset).
     #[error("{0}")]
     Model(String),
-    /// Nodes whose op shufflekit does not support; all of them are listed.
-    #[error("{} unsupported node{} (shufflekit imports Conv, BatchNormalization, Relu, Clip(0, 6), Sigmoid, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, Add, Mul, Concat, Split, Slice, Reshape-Transpose-Reshape channel shuffles, Gemm, MatMul, Flatten, Softmax, Identity, Constant): {}", nodes.len(), if nodes.len() == 1 { "" } else { "s" }, nodes.iter().map(|(n, op)| format!("`{n}` ({op})")).collect::<Vec<_>>().join(", "))]
+    /// Nodes that are neither folded into constants nor mapped onto
+    /// shufflekit's layers; all of them are listed, each with why.
+    #[error("{} node{} shufflekit cannot import (it imports Conv, BatchNormalization, Relu, Clip(0, 6), Sigmoid, HardSigmoid, HardSwish, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, Add, Mul, Concat, Split, Slice, Reshape-Transpose-Reshape channel shuffles, Gemm, MatMul, Flatten, Softmax, Identity, Constant, and folds Shape, Gather, Unsqueeze, Squeeze, Concat, Slice, Div, Mul, Add, Sub, Cast, Range, Reshape, ConstantOfShape and Expand when their inputs are known at import): {}", nodes.len(), if nodes.len() == 1 { "" } else { "s" }, nodes.iter().map(|n| format!("`{}` ({}): {}", n.name, n.op, n.reason)).collect::<Vec<_>>().join("; "))]
     Unsupported {
-        /// Each unsupported node's name and op type, in graph order.
-        nodes: Vec<(String, String)>,
+        /// Each node, in graph order.
+        nodes: Vec<UnsupportedNode>,
     },
     /// A node of a supported op with attributes or inputs shufflekit cannot
     /// represent (asymmetric padding, a Slice on another axis...).
@@ -133,13 +148,26 @@ pub enum ImportError {
     Internal(String),
 }
 
-/// Reads an ONNX file and imports it; errors name the file.
+/// A node [`import`] could neither fold nor map onto a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedNode {
+    /// The node's name (or its first output's when it has none).
+    pub name: String,
+    /// Its op type, `domain::op` outside the default domain.
+    pub op: String,
+    /// Why it was not folded and not mapped.
+    pub reason: String,
+}
+
+/// Reads an ONNX file and imports it; errors name the file. External data
+/// is read from the file's directory.
 pub fn import_file(path: &Path) -> Result<Imported, ImportError> {
     let bytes = std::fs::read(path).map_err(|source| ImportError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    import(&bytes).map_err(|e| ImportError::InFile {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    import::import_in(&bytes, Some(dir)).map_err(|e| ImportError::InFile {
         path: path.to_path_buf(),
         source: Box::new(e),
     })

@@ -108,6 +108,9 @@ pub(crate) struct TensorProto {
     pub raw_data: Vec<u8>,
     /// `data_location == EXTERNAL` or `external_data` present.
     pub external: bool,
+    /// The `external_data` entries (`location`, `offset`, `length`...), in
+    /// file order.
+    pub external_data: Vec<(String, String)>,
 }
 
 /// `ValueInfoProto` of a tensor: name, element type and dimensions.
@@ -270,6 +273,15 @@ impl TensorProto {
         w.string_if(8, &self.name);
         if !self.raw_data.is_empty() {
             w.bytes(9, &self.raw_data);
+        }
+        for (key, value) in &self.external_data {
+            w.message(13, |w| {
+                w.string_if(1, key);
+                w.string_if(2, value);
+            });
+        }
+        if self.external {
+            w.int(14, 1);
         }
     }
 }
@@ -584,7 +596,19 @@ impl TensorProto {
                 8 => t.name = r.string(f, v)?,
                 9 => t.raw_data = r.bytes(f, v)?.to_vec(),
                 10 => r.doubles(f, v, &mut t.double_data)?,
-                13 => t.external = true,
+                13 => {
+                    let mut r = Reader::new(r.bytes(f, v)?, "TensorProto.external_data");
+                    let (mut key, mut value) = (String::new(), String::new());
+                    while let Some((f, v)) = r.next()? {
+                        match f {
+                            1 => key = r.string(f, v)?,
+                            2 => value = r.string(f, v)?,
+                            _ => {}
+                        }
+                    }
+                    t.external = true;
+                    t.external_data.push((key, value));
+                }
                 14 => t.external |= r.int(f, v)? == 1,
                 _ => {}
             }
@@ -657,7 +681,7 @@ impl TensorProto {
     pub fn to_f32(&self) -> std::result::Result<Vec<f32>, String> {
         let n = self.numel().ok_or("its dimensions are invalid")?;
         if self.external {
-            return Err("its data is stored in an external file, which is not supported".into());
+            return Err("its data is stored in an external file that was not loaded".into());
         }
         let values: Vec<f32> = match self.data_type {
             FLOAT if !self.raw_data.is_empty() => {
@@ -696,7 +720,7 @@ impl TensorProto {
     pub fn to_i64(&self) -> std::result::Result<Vec<i64>, String> {
         let n = self.numel().ok_or("its dimensions are invalid")?;
         if self.external {
-            return Err("its data is stored in an external file, which is not supported".into());
+            return Err("its data is stored in an external file that was not loaded".into());
         }
         let values: Vec<i64> = match self.data_type {
             INT64 if !self.raw_data.is_empty() => self

@@ -110,6 +110,16 @@ const ZOO: &[Case] = &[
         &[("resolution", "64"), ("classes", "10")],
     ),
     (
+        "mobilenet_v3_small",
+        "mobilenet_v3.yaml",
+        &[("resolution", "64"), ("classes", "10")],
+    ),
+    (
+        "mobilenet_v3_large",
+        "mobilenet_v3.yaml",
+        &[("large", "true"), ("resolution", "64"), ("classes", "10")],
+    ),
+    (
         "resnet_bottleneck",
         "resnet_bottleneck.yaml",
         &[("resolution", "64"), ("classes", "10")],
@@ -395,5 +405,141 @@ fn damaged_models_never_panic() {
             _ => damaged.truncate(at),
         }
         let _ = shufflekit_onnx::import(&damaged);
+    }
+}
+
+/// The corpus of real PyTorch exports (`../shared/onnx-corpus/` from the
+/// repository root; see its README). The tests fail, they do not skip,
+/// when it is missing.
+fn corpus() -> PathBuf {
+    let dir = root().join("../shared/onnx-corpus");
+    assert!(
+        dir.join("README.md").is_file(),
+        "the ONNX corpus is missing: expected it at `{}` (../shared/onnx-corpus from the repository root)",
+        dir.display()
+    );
+    dir
+}
+
+/// The corpus files, each with its test below.
+const CORPUS: &[&str] = &[
+    "shufflenet_v2_x0_5_torchscript_op17.onnx",
+    "shufflenet_v2_x0_5_dynamo_op18.onnx",
+    "mobilenet_v3_small_torchscript_op17.onnx",
+];
+
+#[test]
+fn every_corpus_file_has_a_test() {
+    let mut found: Vec<String> = std::fs::read_dir(corpus())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".onnx"))
+        .collect();
+    found.sort();
+    let mut expected: Vec<String> = CORPUS.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
+/// MACs and parameters counted from the ONNX file by `count_onnx.py`
+/// (ONNX Runtime measures the shapes), independently of the importer.
+fn independent_count(case: &str, model: &Path) -> (u64, u64) {
+    let out = temp_dir(case).join("count.txt");
+    let script_path = script("count_onnx.py");
+    run_python(&[script_path.as_os_str(), model.as_os_str(), out.as_os_str()]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (v[0], v[1])
+}
+
+/// Imports a corpus file, checks its MACs and parameters against the
+/// independent count, and compares the JIT and the reference evaluator with
+/// ONNX Runtime running the original file on the same input.
+fn corpus_file_matches_onnx_runtime(file: &str) {
+    let case = file.trim_end_matches(".onnx");
+    let model = corpus().join(file);
+    let imported = shufflekit_onnx::import_file(&model).unwrap_or_else(|e| panic!("{e}"));
+    let graph = spec::load_str(&imported.spec, "imported.yaml", &[])
+        .unwrap_or_else(|e| panic!("{e}\n{}", imported.spec));
+
+    let ours = cost::count(&graph, Convention::Macs);
+    let (macs, params) = independent_count(case, &model);
+    eprintln!(
+        "{case}: {} MACs, {} parameters (independent count: {macs}, {params})",
+        ours.macs, ours.params
+    );
+    assert_eq!(
+        (ours.macs, ours.params),
+        (macs, params),
+        "{case}: MACs and parameters"
+    );
+
+    // The corpus files have a fixed batch of 1.
+    let x = input_for(&graph, 1);
+    let theirs = onnx_runtime(case, &model, &x);
+    let mut jit = shufflekit_jit::Model::compile(
+        &graph,
+        &imported.weights,
+        &shufflekit_jit::CompileOptions::default(),
+    )
+    .unwrap();
+    let rel = relative(&jit.run(&x).unwrap(), &theirs, case);
+    eprintln!("{case}: JIT vs ONNX Runtime, max relative difference {rel:e}");
+    assert!(rel < TOLERANCE, "{case}: {rel:e} exceeds {TOLERANCE:e}");
+    let reference = eval::evaluate(&graph, &imported.weights, &x).unwrap();
+    let rel = relative(&reference, &theirs, case);
+    eprintln!("{case}: reference evaluator vs ONNX Runtime, max relative difference {rel:e}");
+    assert!(rel < TOLERANCE, "{case}: {rel:e} exceeds {TOLERANCE:e}");
+}
+
+#[test]
+fn corpus_shufflenet_v2_x0_5_torchscript_op17_matches_onnx_runtime() {
+    corpus_file_matches_onnx_runtime("shufflenet_v2_x0_5_torchscript_op17.onnx");
+}
+
+#[test]
+fn corpus_shufflenet_v2_x0_5_dynamo_op18_with_external_data_matches_onnx_runtime() {
+    corpus_file_matches_onnx_runtime("shufflenet_v2_x0_5_dynamo_op18.onnx");
+}
+
+#[test]
+fn corpus_mobilenet_v3_small_torchscript_op17_matches_onnx_runtime() {
+    corpus_file_matches_onnx_runtime("mobilenet_v3_small_torchscript_op17.onnx");
+}
+
+/// Opsets 11 to 21: each op written in the form its opset defines (Split
+/// and Squeeze/Unsqueeze sizes as attributes before 13 and inputs from 13,
+/// ReduceMean axes as an input from 18), with a shape computation to fold;
+/// the import must match ONNX Runtime on the same file.
+#[test]
+fn ops_in_the_form_of_each_opset_import_and_match_onnx_runtime() {
+    for opset in [11, 12, 13, 17, 18, 21] {
+        let case = format!("opset{opset}");
+        let model = temp_dir(&case).join("model.onnx");
+        let script_path = script("make_opset_model.py");
+        let opset_text = opset.to_string();
+        run_python(&[
+            script_path.as_os_str(),
+            opset_text.as_ref(),
+            model.as_os_str(),
+        ]);
+        let imported =
+            shufflekit_onnx::import_file(&model).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let graph = spec::load_str(&imported.spec, "imported.yaml", &[])
+            .unwrap_or_else(|e| panic!("{case}: {e}\n{}", imported.spec));
+        let kinds: Vec<&str> = graph.nodes().map(|n| graph.node(n).op.kind()).collect();
+        assert!(
+            kinds.contains(&"channel_shuffle") && kinds.contains(&"relu6"),
+            "{case}: {kinds:?}"
+        );
+        let x = input_for(&graph, 2);
+        let theirs = onnx_runtime(&case, &model, &x);
+        let ours = eval::evaluate(&graph, &imported.weights, &x).unwrap();
+        let rel = relative(&ours, &theirs, &case);
+        eprintln!("{case}: max relative difference vs ONNX Runtime {rel:e}");
+        assert!(rel < TOLERANCE, "{case}: {rel:e} exceeds {TOLERANCE:e}");
     }
 }

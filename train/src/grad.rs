@@ -428,6 +428,8 @@ fn forward_op(
         Op::Relu => map(x, |v| v.max(0.0)),
         Op::Relu6 => map(x, |v| v.clamp(0.0, 6.0)),
         Op::Sigmoid => map(x, |v| 1.0 / (1.0 + (-v).exp())),
+        Op::HardSigmoid => map(x, shufflekit_ir::ops::hard_sigmoid),
+        Op::HardSwish => map(x, shufflekit_ir::ops::hard_swish),
         Op::Flatten => x.to_vec(),
         Op::ChannelShuffle(p) => {
             let (c, spatial) = (xs.channels(), xs.spatial().max(1));
@@ -1026,6 +1028,25 @@ impl Tape<'_> {
                     |g, y| if y > 0.0 && y < 6.0 { g } else { 0.0 },
                 )],
                 Op::Sigmoid => vec![zip_map(&g, y, |g, y| g * y * (1.0 - y))],
+                // Slope 1/6 where the clamp is open (0 < y < 1).
+                Op::HardSigmoid => vec![zip_map(&g, y, |g, y| {
+                    if y > 0.0 && y < 1.0 {
+                        g / 6.0
+                    } else {
+                        0.0
+                    }
+                })],
+                // d/dx x * relu6(x + 3) / 6: 0 below -3, 1 above 3,
+                // (2x + 3) / 6 between.
+                Op::HardSwish => vec![zip_map(&g, x, |g, x| {
+                    if x <= -3.0 {
+                        0.0
+                    } else if x >= 3.0 {
+                        g
+                    } else {
+                        g * (2.0 * x + 3.0) / 6.0
+                    }
+                })],
                 Op::Flatten => vec![g],
                 Op::ChannelShuffle(p) => {
                     let (c, spatial) = (s.shape.channels(), s.shape.spatial().max(1));

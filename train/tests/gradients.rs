@@ -234,6 +234,30 @@ fn batch_norm_gradients_in_both_modes() {
 }
 
 #[test]
+fn hard_sigmoid_and_hard_swish_gradients() {
+    for op in [Op::HardSigmoid, Op::HardSwish] {
+        let g = single(op.kind(), Shape::chw(3, 2, 3), op.clone());
+        // Inputs inside (-3, 3) and outside it, away from the kinks at +-3.
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let x: Vec<f32> = (0..2 * 18)
+            .map(|k| {
+                let v: f32 = if k % 3 == 0 {
+                    rng.random_range(3.5..6.0)
+                } else {
+                    rng.random_range(0.1..2.5)
+                };
+                if rng.random_range(0..2) == 0 {
+                    v
+                } else {
+                    -v
+                }
+            })
+            .collect();
+        check_with(&g, Mode::Train, 2, 4, 12, Some(x));
+    }
+}
+
+#[test]
 fn activation_and_softmax_gradients() {
     for op in [Op::Relu, Op::Relu6, Op::Sigmoid, Op::Softmax] {
         let g = single(op.kind(), Shape::chw(3, 2, 3), op.clone());

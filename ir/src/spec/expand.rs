@@ -1623,6 +1623,8 @@ impl<'s> Builder<'s> {
             "relu" => Op::Relu,
             "relu6" => Op::Relu6,
             "sigmoid" => Op::Sigmoid,
+            "hard_sigmoid" => Op::HardSigmoid,
+            "hard_swish" => Op::HardSwish,
             "channel_shuffle" => Op::ChannelShuffle(ChannelShuffle {
                 groups: self.count_field(ctx, &mut f, "groups", None, 1)?,
             }),

@@ -156,6 +156,8 @@ fn fields(op: &Op) -> Result<Vec<(&'static str, String)>, String> {
         | Op::Relu
         | Op::Relu6
         | Op::Sigmoid
+        | Op::HardSigmoid
+        | Op::HardSwish
         | Op::GlobalAvgPool
         | Op::Add
         | Op::Mul
