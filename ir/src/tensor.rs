@@ -69,7 +69,7 @@ pub fn describe_bytes(bytes: u128) -> String {
     let digits = bytes.to_string();
     let mut grouped = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(c);
@@ -294,6 +294,17 @@ impl fmt::Debug for Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts_read_with_separators_and_units() {
+        assert_eq!(describe_bytes(0), "0 bytes");
+        assert_eq!(describe_bytes(1023), "1,023 bytes");
+        assert_eq!(describe_bytes(1536), "1,536 bytes (1.5 KiB)");
+        assert_eq!(
+            describe_bytes(602_112_000_000_000),
+            "602,112,000,000,000 bytes (547.6 TiB)"
+        );
+    }
 
     #[test]
     fn constructors_check_lengths() {
