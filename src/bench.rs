@@ -31,10 +31,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
     /// Threads that split each layer (JIT engine).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=crate::limits::MAX_THREADS))]
     threads: u32,
     /// Timed runs (after 3 warm-up runs).
-    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=crate::limits::MAX_ITERS))]
     iters: u32,
     /// Weights (safetensors); without it they are initialised from seed 0.
     #[arg(long, value_name = "FILE")]
@@ -92,7 +92,8 @@ pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()
         );
     };
     let batch = args.batch as usize;
-    let input = random_input(&graph.node(input_node).shape, batch, 0)?;
+    let input = random_input(&graph.node(input_node).shape, batch, 0)
+        .with_context(|| format!("--batch {batch}: the random input"))?;
     let macs = cost::count(&graph, Convention::Macs).macs;
     let iters = args.iters as usize;
     writeln!(

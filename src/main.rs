@@ -4,6 +4,7 @@ mod aot;
 mod bench;
 mod compile;
 mod diag;
+mod limits;
 mod onnx_cmd;
 mod run;
 mod search_cmd;
@@ -243,10 +244,13 @@ fn memory_report(graph: Graph, batches: &[usize]) -> anyhow::Result<MemoryReport
         .iter()
         .map(|&b| {
             anyhow::ensure!(b > 0, "--batch must be positive");
-            Ok(BatchMemory {
-                batch: b,
-                bytes: plan.arena_bytes as u64 * b as u64,
-            })
+            let bytes = (plan.arena_bytes as u64).checked_mul(b as u64).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--batch {b}: the arena would be {} bytes per image times {b}, more than 2^64 bytes",
+                    thousands(plan.arena_bytes as u64)
+                )
+            })?;
+            Ok(BatchMemory { batch: b, bytes })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(MemoryReport {

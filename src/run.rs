@@ -246,7 +246,8 @@ fn read_input(args: &RunArgs, shape: &Shape) -> anyhow::Result<(Tensor, String)>
                 args.seed
             );
         }
-        let t = input::random_input(shape, batch, args.seed)?;
+        let t = input::random_input(shape, batch, args.seed)
+            .with_context(|| format!("--batch {batch}: the random input"))?;
         return Ok((
             t,
             format!("random input (seed {}, batch {batch})", args.seed),

@@ -85,7 +85,7 @@ pub struct SearchArgs {
     seed: u64,
     /// Candidates evaluated at the same time (default: SLURM_CPUS_PER_TASK
     /// in a Slurm job that set it, else one per core).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::limits::threads)]
     jobs: Option<usize>,
     /// Evaluate only slice I of N (candidates with index % N == I), e.g.
     /// 0/4; `slurm` takes I and N from a Slurm array task
@@ -103,13 +103,13 @@ pub struct SearchArgs {
     #[arg(long)]
     no_progress: bool,
     /// Latency: threads of the engine.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = crate::limits::threads)]
     latency_threads: usize,
     /// Latency: untimed warm-up runs.
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = crate::limits::warmup)]
     latency_warmup: usize,
     /// Latency: timed runs (the median is reported).
-    #[arg(long, default_value_t = 7, value_name = "N")]
+    #[arg(long, default_value_t = 7, value_name = "N", value_parser = crate::limits::runs)]
     latency_runs: usize,
     /// Latency: batch size.
     #[arg(long, default_value_t = 1, value_name = "N")]

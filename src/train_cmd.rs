@@ -62,7 +62,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Worker threads (default: one per core).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::limits::threads)]
     threads: Option<usize>,
     /// The trained weights (safetensors). The checkpoint goes to
     /// `OUT.checkpoint/`, the curves to `OUT.curves.png` / `.svg` and the

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
@@ -82,7 +82,13 @@ pub struct Graph {
     pub name: String,
     g: StableDiGraph<Node, usize>,
     names: HashMap<String, NodeId>,
-    order: Vec<NodeId>,
+    /// The node order; removed nodes leave a hole (`None`) until more than
+    /// half are holes, so removing is O(1) amortised, not O(n).
+    order: Vec<Option<NodeId>>,
+    /// Where each node is in `order`.
+    position: HashMap<NodeId, usize>,
+    /// Number of holes in `order`.
+    holes: usize,
     output: Option<NodeId>,
 }
 
@@ -153,7 +159,8 @@ impl Graph {
             self.g.add_edge(i.0, id.0, slot);
         }
         self.names.insert(name, id);
-        self.order.push(id);
+        self.position.insert(id, self.order.len());
+        self.order.push(Some(id));
         self.output = Some(id);
         Ok(id)
     }
@@ -213,17 +220,17 @@ impl Graph {
     /// Node ids in the order they were added, which is a topological order
     /// (inputs always exist before their users).
     pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.order.iter().copied()
+        self.order.iter().flatten().copied()
     }
 
     /// Number of nodes.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.order.len() - self.holes
     }
 
     /// True when the graph has no nodes.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len() == 0
     }
 
     /// The `Input` nodes, in order.
@@ -251,14 +258,17 @@ impl Graph {
     /// Makes every user of `old` (and the graph output, if it is `old`) read
     /// `new` instead, in the same input slots.
     pub fn replace_uses(&mut self, old: NodeId, new: NodeId) {
-        let uses: Vec<(NodeId, usize)> = self
+        // Only `old`'s own edges are visited: a scan of every edge here made
+        // passes over long chains quadratic.
+        let uses: Vec<(EdgeIndex<u32>, NodeId, usize)> = self
             .g
             .edges_directed(old.0, Direction::Outgoing)
-            .map(|e| (NodeId(e.target()), *e.weight()))
+            .map(|e| (e.id(), NodeId(e.target()), *e.weight()))
             .collect();
-        self.g
-            .retain_edges(|g, e| g.edge_endpoints(e).map(|(s, _)| s) != Some(old.0));
-        for (user, slot) in uses {
+        for &(edge, _, _) in &uses {
+            self.g.remove_edge(edge);
+        }
+        for (_, user, slot) in uses {
             self.g.add_edge(new.0, user.0, slot);
         }
         if self.output == Some(old) {
@@ -270,8 +280,14 @@ impl Graph {
     /// verifier checks) and calls [`Graph::sort_topologically`] if an input
     /// now comes later in the node order.
     pub fn set_inputs(&mut self, id: NodeId, inputs: &[NodeId]) {
-        self.g
-            .retain_edges(|g, e| g.edge_endpoints(e).map(|(_, t)| t) != Some(id.0));
+        let old: Vec<EdgeIndex<u32>> = self
+            .g
+            .edges_directed(id.0, Direction::Incoming)
+            .map(|e| e.id())
+            .collect();
+        for edge in old {
+            self.g.remove_edge(edge);
+        }
         for (slot, &i) in inputs.iter().enumerate() {
             self.g.add_edge(i.0, id.0, slot);
         }
@@ -291,23 +307,17 @@ impl Graph {
     /// Re-sorts the node order topologically, keeping the current order
     /// wherever the edges allow it. Fails if the graph has a cycle.
     pub fn sort_topologically(&mut self) -> Result<(), String> {
-        let position: HashMap<NodeId, usize> = self
-            .order
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| (n, i))
-            .collect();
+        let position = &self.position;
         let mut pending: HashMap<NodeId, usize> = self
-            .order
-            .iter()
-            .map(|&n| (n, self.g.edges_directed(n.0, Direction::Incoming).count()))
+            .nodes()
+            .map(|n| (n, self.g.edges_directed(n.0, Direction::Incoming).count()))
             .collect();
         let mut ready: std::collections::BTreeSet<(usize, NodeId)> = pending
             .iter()
             .filter(|(_, &c)| c == 0)
             .map(|(&n, _)| (position[&n], n))
             .collect();
-        let mut order = Vec::with_capacity(self.order.len());
+        let mut order = Vec::with_capacity(self.len());
         while let Some(first) = ready.pop_first() {
             let n = first.1;
             order.push(n);
@@ -321,21 +331,81 @@ impl Graph {
                 }
             }
         }
-        if order.len() != self.order.len() {
+        if order.len() != self.len() {
             return Err("the graph has a cycle".into());
         }
-        self.order = order;
+        self.set_order(order);
         Ok(())
+    }
+
+    /// Replaces the node order (without holes) and its position index.
+    fn set_order(&mut self, order: Vec<NodeId>) {
+        self.position = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        self.order = order.into_iter().map(Some).collect();
+        self.holes = 0;
     }
 
     /// Removes a node and its edges. Ids of other nodes stay valid.
     pub fn remove(&mut self, id: NodeId) -> Option<Node> {
         let node = self.g.remove_node(id.0)?;
         self.names.remove(&node.name);
-        self.order.retain(|&n| n != id);
+        if let Some(p) = self.position.remove(&id) {
+            self.order[p] = None;
+            self.holes += 1;
+            if self.holes > self.order.len() / 2 {
+                let order: Vec<NodeId> = self.nodes().collect();
+                self.set_order(order);
+            }
+        }
         if self.output == Some(id) {
             self.output = None;
         }
         Some(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Removing nodes (which leaves holes in the order, compacted now and
+    /// then) and re-adding them keeps the order, the length and the edges
+    /// right.
+    #[test]
+    fn removals_keep_the_node_order() {
+        let mut g = Graph::new("t");
+        let x = g
+            .add(Op::Input(Shape::chw(1, 2, 2)), "input", &[], None)
+            .unwrap();
+        let mut ids = vec![x];
+        for k in 0..20 {
+            let prev = *ids.last().unwrap();
+            ids.push(g.add(Op::Relu, format!("r{k}"), &[prev], None).unwrap());
+        }
+        // Remove every other relu, bypassing it.
+        let mut kept = vec![x];
+        for (k, &id) in ids.iter().enumerate().skip(1) {
+            if k % 2 == 1 {
+                let input = g.inputs(id)[0];
+                g.replace_uses(id, input);
+                assert!(g.remove(id).is_some());
+            } else {
+                kept.push(id);
+            }
+            assert_eq!(g.len(), g.nodes().count());
+        }
+        assert_eq!(g.nodes().collect::<Vec<_>>(), kept);
+        for w in kept.windows(2) {
+            assert_eq!(g.inputs(w[1]), vec![w[0]]);
+            assert_eq!(g.users(w[0]), vec![w[1]]);
+        }
+        // A new node goes last, even when it reuses a removed node's index.
+        let last = *kept.last().unwrap();
+        let new = g.add(Op::Relu, "new", &[last], None).unwrap();
+        assert_eq!(g.nodes().last(), Some(new));
+        assert_eq!(g.len(), kept.len() + 1);
+        g.sort_topologically().unwrap();
+        assert_eq!(g.nodes().last(), Some(new));
+        assert!(crate::verify::verify(&g).is_ok());
     }
 }

@@ -16,8 +16,8 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView};
 
 use crate::shape::Shape;
-use crate::tensor::{checked_numel, Tensor, TensorError};
-use crate::weights::{named_rng, normal_values};
+use crate::tensor::{checked_numel, try_with_capacity, Tensor, TensorError};
+use crate::weights::{named_rng, push_normal_values};
 
 /// ImageNet's per-channel mean (RGB), the default for image inputs.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -109,7 +109,9 @@ pub fn random_input(shape: &Shape, batch: usize, seed: u64) -> Result<Tensor, In
         shape: dims.clone(),
     })?;
     let mut rng = named_rng(seed, "input", "");
-    Ok(Tensor::new(dims, normal_values(&mut rng, n))?)
+    let mut data = try_with_capacity(n, &dims)?;
+    push_normal_values(&mut rng, &mut data, n);
+    Ok(Tensor::new(dims, data)?)
 }
 
 /// Reads an `.npy` file (see [`parse_npy`]).

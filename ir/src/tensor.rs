@@ -34,6 +34,14 @@ pub enum TensorError {
         /// The requested shape.
         shape: Vec<usize>,
     },
+    /// The memory for the tensor could not be allocated.
+    #[error("a tensor of shape {shape:?} needs {}, more than can be allocated", describe_bytes(*.bytes))]
+    OutOfMemory {
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// The bytes it needs.
+        bytes: u128,
+    },
     /// [`Tensor::stack`] was given nothing, or parts of different shapes.
     #[error("cannot stack tensors: {0}")]
     Stack(String),
@@ -54,6 +62,45 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<f32>())
+}
+
+/// A byte count for messages: `602,112,000,000,000 bytes (547.6 TiB)`.
+pub fn describe_bytes(bytes: u128) -> String {
+    let digits = bytes.to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut size = bytes as f64;
+    let mut unit = None;
+    for u in units {
+        if size < 1024.0 {
+            break;
+        }
+        size /= 1024.0;
+        unit = Some(u);
+    }
+    match unit {
+        Some(u) => format!("{grouped} bytes ({size:.1} {u})"),
+        None => format!("{grouped} bytes"),
+    }
+}
+
+/// An empty vector with room for `len` values of `f32`, or
+/// [`TensorError::OutOfMemory`] (instead of an abort) when the memory cannot
+/// be had; `shape` names the tensor in the error.
+pub fn try_with_capacity(len: usize, shape: &[usize]) -> Result<Vec<f32>, TensorError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| TensorError::OutOfMemory {
+            shape: shape.to_vec(),
+            bytes: len as u128 * std::mem::size_of::<f32>() as u128,
+        })?;
+    Ok(v)
 }
 
 impl Tensor {
@@ -78,10 +125,9 @@ impl Tensor {
         let n = checked_numel(&shape).ok_or_else(|| TensorError::TooLarge {
             shape: shape.clone(),
         })?;
-        Ok(Tensor {
-            shape,
-            data: vec![0.0; n],
-        })
+        let mut data = try_with_capacity(n, &shape)?;
+        data.resize(n, 0.0);
+        Ok(Tensor { shape, data })
     }
 
     /// A tensor whose every element is `value`.
@@ -248,6 +294,17 @@ impl fmt::Debug for Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts_read_with_separators_and_units() {
+        assert_eq!(describe_bytes(0), "0 bytes");
+        assert_eq!(describe_bytes(1023), "1,023 bytes");
+        assert_eq!(describe_bytes(1536), "1,536 bytes (1.5 KiB)");
+        assert_eq!(
+            describe_bytes(602_112_000_000_000),
+            "602,112,000,000,000 bytes (547.6 TiB)"
+        );
+    }
 
     #[test]
     fn constructors_check_lengths() {

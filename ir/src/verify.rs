@@ -11,6 +11,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
 use crate::graph::{Graph, IrError};
 use crate::ops::Arity;
 
@@ -35,7 +39,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<IrError>> {
         }
         Some(_) => {}
     }
-    if petgraph::algo::is_cyclic_directed(graph.petgraph()) {
+    if is_cyclic(graph) {
         errors.push(whole("the graph has a cycle".into()));
     }
     if graph.petgraph().node_count() != graph.len() {
@@ -96,6 +100,36 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<IrError>> {
     } else {
         Err(errors)
     }
+}
+
+/// Whether the graph has a cycle: Kahn's algorithm, which removes nodes
+/// without pending inputs until none is left. Iterative, so a chain of
+/// 100,000 layers needs no deep stack (petgraph's `is_cyclic_directed`
+/// recurses once per node and overflowed it).
+fn is_cyclic(graph: &Graph) -> bool {
+    let g = graph.petgraph();
+    let mut pending: HashMap<NodeIndex<u32>, usize> = g
+        .node_indices()
+        .map(|n| (n, g.edges_directed(n, Direction::Incoming).count()))
+        .collect();
+    let mut ready: Vec<NodeIndex<u32>> = pending
+        .iter()
+        .filter(|(_, &c)| c == 0)
+        .map(|(&n, _)| n)
+        .collect();
+    let mut done = 0;
+    while let Some(n) = ready.pop() {
+        done += 1;
+        for e in g.edges_directed(n, Direction::Outgoing) {
+            if let Some(c) = pending.get_mut(&e.target()) {
+                *c -= 1;
+                if *c == 0 {
+                    ready.push(e.target());
+                }
+            }
+        }
+    }
+    done < g.node_count()
 }
 
 #[cfg(test)]

@@ -441,18 +441,25 @@ pub(crate) fn named_rng(seed: u64, domain: &str, name: &str) -> ChaCha8Rng {
 /// `n` standard normal samples (Box-Muller, both outputs used).
 pub(crate) fn normal_values(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(n);
-    while out.len() < n {
+    push_normal_values(rng, &mut out, n);
+    out
+}
+
+/// Appends `n` standard normal samples to `out` (the same values
+/// [`normal_values`] returns), into memory the caller reserved.
+pub(crate) fn push_normal_values(rng: &mut ChaCha8Rng, out: &mut Vec<f32>, n: usize) {
+    let target = out.len() + n;
+    while out.len() < target {
         // 1 - u lies in (0, 1], so the logarithm is finite.
         let u1: f64 = 1.0 - rng.random::<f64>();
         let u2: f64 = rng.random::<f64>();
         let r = (-2.0 * u1.ln()).sqrt();
         let theta = std::f64::consts::TAU * u2;
         out.push((r * theta.cos()) as f32);
-        if out.len() < n {
+        if out.len() < target {
             out.push((r * theta.sin()) as f32);
         }
     }
-    out
 }
 
 fn uniform_or(

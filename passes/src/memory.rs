@@ -214,16 +214,19 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
         }
     }
     // The lower bound: the largest total of storages live at one step.
-    let lower_bound_bytes = (0..=end)
-        .map(|t| {
-            storage
-                .iter()
-                .filter(|s| s.first <= t && t <= s.last)
-                .map(|s| s.bytes)
-                .sum::<usize>()
-        })
-        .max()
-        .unwrap_or(0);
+    // A sweep over the steps: +bytes where a storage starts, -bytes after
+    // it ends (linear, where summing the live storages at each step was not).
+    let mut delta = vec![0i128; end + 2];
+    for s in &storage {
+        delta[s.first] += s.bytes as i128;
+        delta[s.last + 1] -= s.bytes as i128;
+    }
+    let mut live = 0i128;
+    let mut lower_bound_bytes = 0usize;
+    for d in &delta[..=end] {
+        live += d;
+        lower_bound_bytes = lower_bound_bytes.max(live as usize);
+    }
     // Greedy placement under a few orders (largest first, longest-lived
     // first, largest area first, earliest first); keep the smallest arena.
     let orders: [PlacementKey; 4] = [
@@ -272,15 +275,14 @@ type PlacementKey = fn(&Storage) -> (std::cmp::Reverse<usize>, usize);
 /// free for its lifetime. Returns the arena size and each storage's offset.
 fn place(storage: &[Storage], sequence: &[usize]) -> (usize, Vec<usize>) {
     let mut offsets = vec![0; storage.len()];
-    let mut placed: Vec<usize> = Vec::new();
+    let steps = storage.iter().map(|s| s.last + 1).max().unwrap_or(0);
+    let mut placed = Placed::new(steps);
     let mut arena = 0;
     for &i in sequence {
         let mut busy: Vec<(usize, usize)> = placed
-            .iter()
-            .filter(|&&j| {
-                storage[j].first <= storage[i].last && storage[i].first <= storage[j].last
-            })
-            .map(|&j| (offsets[j], offsets[j] + storage[j].bytes))
+            .overlapping(storage[i].first, storage[i].last)
+            .into_iter()
+            .map(|j| (offsets[j], offsets[j] + storage[j].bytes))
             .collect();
         busy.sort();
         let mut offset = 0;
@@ -292,9 +294,72 @@ fn place(storage: &[Storage], sequence: &[usize]) -> (usize, Vec<usize>) {
         }
         offsets[i] = offset;
         arena = arena.max(offset + storage[i].bytes);
-        placed.push(i);
+        placed.insert(i, storage[i].first, storage[i].last);
     }
     (arena, offsets)
+}
+
+/// The storages placed so far, indexed by lifetime, so that finding those
+/// whose lifetime overlaps a new one costs O(log steps + found) rather than
+/// a scan of every placed storage (quadratic in the number of layers).
+///
+/// A lifetime `[a, b]` overlaps `[first, last]` when it contains `first` or
+/// starts in `(first, last]`; the two sets are disjoint. Lifetimes that
+/// contain a step are found in a segment tree over the steps (each lifetime
+/// is kept at the O(log steps) tree nodes that cover it exactly); lifetimes
+/// that start in a range, in a map ordered by start.
+struct Placed {
+    /// Number of leaves of the segment tree (a power of two >= steps).
+    leaves: usize,
+    /// Per tree node (1-based heap order), the storages covering it.
+    cover: Vec<Vec<usize>>,
+    /// Storages by the step they start at.
+    by_start: std::collections::BTreeMap<usize, Vec<usize>>,
+}
+
+impl Placed {
+    fn new(steps: usize) -> Placed {
+        let leaves = steps.max(1).next_power_of_two();
+        Placed {
+            leaves,
+            cover: vec![Vec::new(); 2 * leaves],
+            by_start: Default::default(),
+        }
+    }
+
+    fn insert(&mut self, id: usize, first: usize, last: usize) {
+        // The canonical cover of [first, last] (bottom-up, half-open).
+        let (mut lo, mut hi) = (first + self.leaves, last + 1 + self.leaves);
+        while lo < hi {
+            if lo & 1 == 1 {
+                self.cover[lo].push(id);
+                lo += 1;
+            }
+            if hi & 1 == 1 {
+                hi -= 1;
+                self.cover[hi].push(id);
+            }
+            lo /= 2;
+            hi /= 2;
+        }
+        self.by_start.entry(first).or_default().push(id);
+    }
+
+    /// The placed storages whose lifetime overlaps `[first, last]`.
+    fn overlapping(&self, first: usize, last: usize) -> Vec<usize> {
+        let mut found = Vec::new();
+        let mut node = first + self.leaves;
+        while node >= 1 {
+            found.extend_from_slice(&self.cover[node]);
+            node /= 2;
+        }
+        if last > first {
+            for ids in self.by_start.range(first + 1..=last).map(|(_, ids)| ids) {
+                found.extend_from_slice(ids);
+            }
+        }
+        found
+    }
 }
 
 /// Inputs whose bytes an op may overwrite with its output
@@ -304,4 +369,40 @@ fn in_place_candidates(op: &Op, inputs: &[NodeId]) -> Vec<NodeId> {
         .iter()
         .filter_map(|&slot| inputs.get(slot).copied())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Placed::overlapping` finds exactly what a scan of every placed
+    /// lifetime finds, for lifetimes of every length and position.
+    #[test]
+    fn the_lifetime_index_finds_what_a_scan_finds() {
+        let steps = 37;
+        // A deterministic spread of lifetimes (a linear congruential walk).
+        let mut x = 12345u64;
+        let mut next = |m: usize| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize % m
+        };
+        let lifetimes: Vec<(usize, usize)> = (0..300)
+            .map(|_| {
+                let a = next(steps);
+                (a, a + next(steps - a))
+            })
+            .collect();
+        let mut placed = Placed::new(steps);
+        for (i, &(a, b)) in lifetimes.iter().enumerate() {
+            let mut found = placed.overlapping(a, b);
+            found.sort();
+            let expected: Vec<usize> = (0..i)
+                .filter(|&j| lifetimes[j].0 <= b && a <= lifetimes[j].1)
+                .collect();
+            assert_eq!(found, expected, "lifetime {i} = [{a}, {b}]");
+            placed.insert(i, a, b);
+        }
+    }
 }

@@ -11,6 +11,8 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod scale;
+
 /// The interpreter of the test environment: `$PYTHON` (which `scripts/test`
 /// exports), else `target/pyenv/bin/python` when `scripts/test` made it.
 /// Panics, naming `scripts/test`, when neither exists or when it cannot

@@ -2,6 +2,7 @@
 //! are evaluated, blocks called, repeats unrolled, names made hierarchical,
 //! references resolved, and every node shape-checked as it is added.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -678,6 +679,8 @@ struct Builder<'s> {
     graph: Graph,
     globals: HashMap<String, Value>,
     scope_outputs: HashMap<String, NodeId>,
+    /// Per first-choice name, the suffix [`Builder::fresh_name`] tries next.
+    fresh_next: RefCell<HashMap<String, usize>>,
     calls: Vec<Call>,
     steps: usize,
 }
@@ -696,6 +699,7 @@ impl<'s> Builder<'s> {
             graph: Graph::new(spec.name.clone()),
             globals: HashMap::new(),
             scope_outputs: HashMap::new(),
+            fresh_next: RefCell::new(HashMap::new()),
             calls: Vec::new(),
             steps: 0,
         }
@@ -1297,16 +1301,24 @@ impl<'s> Builder<'s> {
         Ok(inner.prev)
     }
 
+    /// The first free name of `base`, `base_1`, `base_2`, ... in the scope.
+    /// Names are never freed, so the search for a base resumes where the
+    /// last one stopped: a chain of n unnamed layers takes O(n), not O(n^2).
     fn fresh_name(&self, ctx: &Ctx, base: &str) -> String {
         let taken = |n: &str| self.graph.find(n).is_some() || self.scope_outputs.contains_key(n);
         let first = ctx.full_name(base);
         if !taken(&first) {
             return first;
         }
-        (1..)
-            .map(|k| ctx.full_name(&format!("{base}_{k}")))
-            .find(|n| !taken(n))
-            .expect("an unbounded range has a free name")
+        let mut next = self.fresh_next.borrow_mut();
+        let k = next.entry(first).or_insert(1);
+        loop {
+            let name = ctx.full_name(&format!("{base}_{k}"));
+            if !taken(&name) {
+                return name;
+            }
+            *k += 1;
+        }
     }
 
     fn check_free(&self, ctx: &Ctx, full: &str, key: &Yaml) -> Result<(), SpecError> {
