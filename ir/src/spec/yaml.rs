@@ -1512,12 +1512,14 @@ mod tests {
         assert!(loc.offset <= src.len(), "{loc:?} past {}", src.len());
         assert!(src.is_char_boundary(loc.offset), "{loc:?}");
         let bom = if src.starts_with('\u{feff}') { 3 } else { 0 };
-        let before = &src[bom.min(loc.offset)..loc.offset];
+        let start = bom.min(loc.offset);
         let mut line = 1;
         let mut col = 1;
-        let mut chars = before.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '\n' || (c == '\r' && chars.peek() != Some(&'\n')) {
+        // A `\r\n` is one line break, also for a place between its two
+        // chars: look past `loc` for the `\n`.
+        for (i, c) in src[start..loc.offset].char_indices() {
+            let crlf = c == '\r' && src[start + i + 1..].starts_with('\n');
+            if c == '\n' || (c == '\r' && !crlf) {
                 line += 1;
                 col = 1;
             } else {
@@ -1727,6 +1729,13 @@ mod tests {
     }
 
     const SPEC: &str = "name: tiny # a comment\r\nparams: {width: 8, \"g\": 'x'}\ninput: [3, 32, 32]\nbase: &b\n  kernel: 3\nlayers:\n  - conv: {name: stem, out: width * 2, kernel: 3, stride: 2}\n  - relu\n  - block: *b\n  - note: |\n      é text\n  - >-\n    folded\n  - [1, [2, -3.5e2], ~, true]\n";
+
+    /// Found by `random_strings_never_panic`: an error at the end of a line
+    /// that ends in `\r\n` is located between the two chars, on that line.
+    #[test]
+    fn an_error_before_a_crlf_is_on_its_line() {
+        check_any("%\u{10000}\u{10000}\u{800}\u{a1}\u{80}\u{a1}\u{10000}\u{10000}\u{10000}\u{10000}\u{10000}\u{800}\u{10000}\u{a1}\u{a1}\u{10000}\u{10000}\u{10000}\u{10000}\n\u{a1} A A a \u{a1}\u{a1} \u{a1}\0 AaaAA0\u{a1}\u{a1}\u{a1}0\u{a1}\u{a1}\u{a1}\u{a1}\0aA  AA0\u{a1}0\0 *A0a\r\n");
+    }
 
     #[test]
     fn the_spec_parses() {
