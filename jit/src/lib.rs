@@ -109,15 +109,22 @@ pub enum JitError {
     /// Cranelift rejected the generated code (a bug in the lowering).
     #[error("code generation failed: {0}")]
     Codegen(String),
-    /// Cranelift could not declare, define or link a function or data.
+    /// Cranelift could not declare, define or link a function or data
+    /// (boxed: the error is large and rare).
     #[error("linking the generated code")]
-    Module(#[from] cranelift_module::ModuleError),
+    Module(#[source] Box<cranelift_module::ModuleError>),
     /// The compiler passes failed.
     #[error("optimising the graph")]
     Passes(#[from] shufflekit_passes::PassError),
     /// An inconsistency the planner should have ruled out (a bug).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<cranelift_module::ModuleError> for JitError {
+    fn from(e: cranelift_module::ModuleError) -> Self {
+        JitError::Module(Box::new(e))
+    }
 }
 
 /// What [`emit`] prints.
