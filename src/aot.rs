@@ -48,13 +48,13 @@ pub fn write_object(graph: &Graph, args: &AotArgs, out: &mut impl Write) -> anyh
                 .with_context(|| format!("weights file `{}`", p.display()))?;
             w
         }
-        None => Weights::init(
+        None => Weights::try_init(
             graph,
             &InitOptions {
                 seed: args.seed,
                 randomize_batch_norm: false,
             },
-        ),
+        )?,
     };
     let options = shufflekit_jit::ObjectOptions {
         target: args.target.clone().unwrap_or_else(|| "host".into()),

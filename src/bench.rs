@@ -81,7 +81,7 @@ pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()
                 .with_context(|| format!("weights file `{}`", path.display()))?;
             w
         }
-        None => Weights::init(&graph, &InitOptions::default()),
+        None => Weights::try_init(&graph, &InitOptions::default())?,
     };
     let inputs = graph.input_nodes();
     let [input_node] = inputs[..] else {

@@ -54,13 +54,13 @@ pub(crate) fn export(args: &ExportArgs, out: &mut impl Write) -> anyhow::Result<
                 "note: no --weights given: exporting weights initialised from seed {}",
                 args.seed
             );
-            Weights::init(
+            Weights::try_init(
                 &graph,
                 &InitOptions {
                     seed: args.seed,
                     randomize_batch_norm: false,
                 },
-            )
+            )?
         }
     };
     let bytes = shufflekit_onnx::export(&graph, &weights)

@@ -126,13 +126,13 @@ pub(crate) fn run(args: &RunArgs, out: &mut impl Write) -> anyhow::Result<()> {
                 "note: no --weights given: initialising weights from seed {}",
                 args.seed
             );
-            Weights::init(
+            Weights::try_init(
                 &graph,
                 &InitOptions {
                     seed: args.seed,
                     randomize_batch_norm: false,
                 },
-            )
+            )?
         }
     };
 
@@ -203,13 +203,13 @@ pub(crate) fn run(args: &RunArgs, out: &mut impl Write) -> anyhow::Result<()> {
 /// `shufflekit init`.
 pub(crate) fn init(args: &InitArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let graph = crate::load(&args.spec)?;
-    let weights = Weights::init(
+    let weights = Weights::try_init(
         &graph,
         &InitOptions {
             seed: args.seed,
             randomize_batch_norm: args.randomize_batch_norm,
         },
-    );
+    )?;
     weights.save(&args.output)?;
     writeln!(
         out,

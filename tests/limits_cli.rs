@@ -361,3 +361,25 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn weights_too_large_to_allocate_are_refused_naming_the_tensor() {
+    // ShuffleNet v1 at width 40: its largest 1x1 kernels are hundreds of
+    // MB each and the whole set is more than the 4 GiB the test allows
+    // (`run` initialises its weights the same way). The message is
+    // "tensor `<name>` needs <bytes> of memory, more than can be allocated".
+    let out = temp("huge.safetensors");
+    let out = out.to_str().expect("utf-8 temp path");
+    fails_cleanly(
+        &[
+            "init",
+            "specs/shufflenet_v1.yaml",
+            "--set",
+            "width=40",
+            "-o",
+            out,
+        ],
+        1,
+        "` needs ",
+    );
+}

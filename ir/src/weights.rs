@@ -80,6 +80,17 @@ pub enum WeightsError {
         /// The dtype found.
         dtype: String,
     },
+    /// A tensor's memory could not be allocated.
+    #[error(
+        "tensor `{tensor}` needs {} of memory, more than can be allocated",
+        crate::tensor::describe_bytes(*bytes)
+    )]
+    OutOfMemory {
+        /// The tensor's name.
+        tensor: String,
+        /// The bytes it needs.
+        bytes: u128,
+    },
     /// The weights could not be serialised (a tensor too large for the format).
     #[error("cannot serialise the weights: {0}")]
     Serialize(String),
@@ -195,7 +206,17 @@ impl Weights {
     /// `fan_in = in / groups * kh * kw` or `in`), batch norm and biases as
     /// [`InitOptions::randomize_batch_norm`] says. Each tensor depends only
     /// on the seed and its name.
+    ///
+    /// Panics when the memory cannot be had, as any allocation does; code
+    /// that sizes weights from user input uses [`Weights::try_init`].
     pub fn init(graph: &Graph, options: &InitOptions) -> Weights {
+        Weights::try_init(graph, options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Weights::init`], with every tensor's memory reserved fallibly: a
+    /// graph whose weights do not fit in memory is an error naming the
+    /// tensor and the bytes it needs.
+    pub fn try_init(graph: &Graph, options: &InitOptions) -> Result<Weights, WeightsError> {
         let mut weights = Weights::new();
         for id in graph.nodes() {
             let node = graph.node(id);
@@ -204,22 +225,31 @@ impl Weights {
                 let mut rng = named_rng(options.seed, "weights", &name);
                 let n = spec.numel();
                 let random = options.randomize_batch_norm;
-                let data: Vec<f32> = match spec.role {
+                let mut data = Vec::new();
+                data.try_reserve_exact(n)
+                    .map_err(|_| WeightsError::OutOfMemory {
+                        tensor: name.clone(),
+                        bytes: n as u128 * 4,
+                    })?;
+                let mut uniform = |low: f32, high: f32, constant: f32| {
+                    if random {
+                        data.extend((0..n).map(|_| rng.random_range(low..=high)));
+                    } else {
+                        data.resize(n, constant);
+                    }
+                };
+                match spec.role {
                     WeightRole::Kernel => {
                         let fan_in: usize = spec.shape.iter().skip(1).product();
                         let std = (2.0 / fan_in.max(1) as f64).sqrt();
-                        normal_values(&mut rng, n)
-                            .into_iter()
-                            .map(|z| (z as f64 * std) as f32)
-                            .collect()
+                        push_normal_values(&mut rng, &mut data, n);
+                        data.iter_mut().for_each(|z| *z = (*z as f64 * std) as f32);
                     }
-                    WeightRole::Scale => uniform_or(&mut rng, n, random, 0.5, 1.5, 1.0),
-                    WeightRole::Shift | WeightRole::RunningMean => {
-                        uniform_or(&mut rng, n, random, -0.2, 0.2, 0.0)
-                    }
-                    WeightRole::RunningVar => uniform_or(&mut rng, n, random, 0.5, 2.0, 1.0),
-                    WeightRole::Bias => uniform_or(&mut rng, n, random, -0.1, 0.1, 0.0),
-                };
+                    WeightRole::Scale => uniform(0.5, 1.5, 1.0),
+                    WeightRole::Shift | WeightRole::RunningMean => uniform(-0.2, 0.2, 0.0),
+                    WeightRole::RunningVar => uniform(0.5, 2.0, 1.0),
+                    WeightRole::Bias => uniform(-0.1, 0.1, 0.0),
+                }
                 // The graph checked every weight shape against the size
                 // limit, so the lengths agree.
                 if let Ok(t) = Tensor::new(spec.shape.clone(), data) {
@@ -227,7 +257,7 @@ impl Weights {
                 }
             }
         }
-        weights
+        Ok(weights)
     }
 
     /// Adds or replaces a tensor; returns the one it replaced.
@@ -438,15 +468,8 @@ pub(crate) fn named_rng(seed: u64, domain: &str, name: &str) -> ChaCha8Rng {
     rng
 }
 
-/// `n` standard normal samples (Box-Muller, both outputs used).
-pub(crate) fn normal_values(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n);
-    push_normal_values(rng, &mut out, n);
-    out
-}
-
-/// Appends `n` standard normal samples to `out` (the same values
-/// [`normal_values`] returns), into memory the caller reserved.
+/// Appends `n` standard normal samples to `out` (Box-Muller, two per
+/// draw of the stream), into memory the caller reserved.
 pub(crate) fn push_normal_values(rng: &mut ChaCha8Rng, out: &mut Vec<f32>, n: usize) {
     let target = out.len() + n;
     while out.len() < target {
@@ -459,21 +482,6 @@ pub(crate) fn push_normal_values(rng: &mut ChaCha8Rng, out: &mut Vec<f32>, n: us
         if out.len() < target {
             out.push((r * theta.sin()) as f32);
         }
-    }
-}
-
-fn uniform_or(
-    rng: &mut ChaCha8Rng,
-    n: usize,
-    random: bool,
-    low: f32,
-    high: f32,
-    constant: f32,
-) -> Vec<f32> {
-    if random {
-        (0..n).map(|_| rng.random_range(low..=high)).collect()
-    } else {
-        vec![constant; n]
     }
 }
 

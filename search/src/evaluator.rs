@@ -227,13 +227,14 @@ impl Evaluator for LatencyEvaluator {
     fn evaluate(&self, ctx: &EvalContext<'_>) -> Result<Metrics, EvaluatorError> {
         let err = |m: String| EvaluatorError::new("latency", m);
         let o = self.options;
-        let weights = Weights::init(
+        let weights = Weights::try_init(
             ctx.graph,
             &InitOptions {
                 seed: ctx.seed,
                 randomize_batch_norm: false,
             },
-        );
+        )
+        .map_err(|e| err(e.to_string()))?;
         let input_shape =
             input_shape(ctx.graph).ok_or_else(|| err("the graph has no input".into()))?;
         let input =
@@ -434,13 +435,14 @@ impl Evaluator for ProxyEvaluator {
 
 /// The NASWOT score of a graph on a seeded random minibatch.
 pub fn naswot(graph: &Graph, batch: usize, seed: u64) -> Result<f64, String> {
-    let weights = Weights::init(
+    let weights = Weights::try_init(
         graph,
         &InitOptions {
             seed,
             randomize_batch_norm: false,
         },
-    );
+    )
+    .map_err(|e| e.to_string())?;
     let shape = input_shape(graph).ok_or("the graph has no input")?;
     let input = random_input(&shape, batch, seed).map_err(|e| e.to_string())?;
     let values = eval::evaluate_all(graph, &weights, &input).map_err(|e| e.to_string())?;
