@@ -530,27 +530,6 @@ fn compute(
     Ok(())
 }
 
-/// The output positions `o` whose input position `o * stride + offset`
-/// lies in `0..len`, as a range `lo..hi` (empty when none).
-fn valid_range(out_len: usize, stride: usize, offset: i128, len: usize) -> (usize, usize) {
-    let (s, n) = (stride as i128, len as i128);
-    // o * s + offset >= 0  <=>  o >= ceil(-offset / s)
-    let lo = if offset >= 0 {
-        0
-    } else {
-        (-offset + s - 1) / s
-    };
-    // o * s + offset <= n - 1  <=>  o <= floor((n - 1 - offset) / s)
-    let hi = if n - 1 - offset < 0 {
-        0
-    } else {
-        (n - 1 - offset) / s + 1
-    };
-    let hi = hi.min(out_len as i128);
-    let lo = lo.min(hi);
-    (lo as usize, hi as usize)
-}
-
 /// Planes at least this large are split into row blocks across threads.
 const ROW_SPLIT: usize = 4096;
 
@@ -636,19 +615,22 @@ impl ConvPlane<'_> {
         for i in 0..cin {
             let input = &self.input[i * h * w..(i + 1) * h * w];
             for ky in 0..kh {
-                let off_y = (ky * p.dilation[0]) as i128 - p.padding[0] as i128;
+                let off_y = p.tap_offset(0, ky);
                 for kx in 0..kw {
                     let wv = self.weights[(i * kh + ky) * kw + kx];
-                    let off_x = (kx * p.dilation[1]) as i128 - p.padding[1] as i128;
-                    let (x_lo, x_hi) = valid_range(ow, sw, off_x, w);
+                    let off_x = p.tap_offset(1, kx);
+                    let std::ops::Range {
+                        start: x_lo,
+                        end: x_hi,
+                    } = p.valid_outputs(1, kx);
                     if x_lo >= x_hi {
                         continue;
                     }
-                    let ix0 = (x_lo as i128 * sw as i128 + off_x) as usize;
+                    let ix0 = (x_lo as isize * sw as isize + off_x) as usize;
                     let count = x_hi - x_lo;
                     for r in 0..nrows {
-                        let iy = (oy0 + r) as i128 * sh as i128 + off_y;
-                        if iy < 0 || iy >= h as i128 {
+                        let iy = (oy0 + r) as isize * sh as isize + off_y;
+                        if iy < 0 || iy >= h as isize {
                             continue;
                         }
                         let in_row = &input[iy as usize * w..(iy as usize + 1) * w];

@@ -331,6 +331,34 @@ impl ConvGeometry {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
     }
 
+    /// The offset of kernel tap `k` along `axis` (0 rows, 1 columns) in the
+    /// unpadded input: output position `o` reads input `o * stride + offset`.
+    pub fn tap_offset(&self, axis: usize, k: usize) -> isize {
+        (k * self.dilation[axis]) as isize - self.padding[axis] as isize
+    }
+
+    /// The output positions along `axis` whose input position for kernel tap
+    /// `k` lies inside the input (not in the padding), as `lo..hi` (empty
+    /// when none).
+    pub fn valid_outputs(&self, axis: usize, k: usize) -> std::ops::Range<usize> {
+        let (s, n) = (self.stride[axis] as isize, self.in_size[axis] as isize);
+        let offset = self.tap_offset(axis, k);
+        // o * s + offset >= 0  <=>  o >= ceil(-offset / s)
+        let lo = if offset >= 0 {
+            0
+        } else {
+            (-offset + s - 1) / s
+        };
+        // o * s + offset <= n - 1  <=>  o <= floor((n - 1 - offset) / s)
+        let hi = if n - 1 - offset < 0 {
+            0
+        } else {
+            (n - 1 - offset) / s + 1
+        };
+        let hi = hi.min(self.out_size[axis] as isize);
+        lo.min(hi) as usize..hi as usize
+    }
+
     /// Kernel taps `kh * kw`.
     pub fn taps(&self) -> usize {
         self.kernel[0] * self.kernel[1]
@@ -1096,6 +1124,37 @@ mod tests {
             c.output_shape(&Shape::chw(3, 224, 224)).unwrap(),
             Shape::chw(24, 111, 111)
         );
+    }
+
+    #[test]
+    fn valid_outputs_are_exactly_the_taps_that_read_inside_the_input() {
+        for (n, k, s, p, d) in (1..9).flat_map(|n| {
+            (1..5).flat_map(move |k| {
+                (1..4).flat_map(move |s| {
+                    (0..3).flat_map(move |p| (1..3).map(move |d| (n, k, s, p, d)))
+                })
+            })
+        }) {
+            let mut c = Conv2d::new(1, k);
+            c.stride = [s, s];
+            c.padding = [p, p];
+            c.dilation = [d, d];
+            let Ok(g) = c.geometry(&Shape::chw(1, n, n)) else {
+                continue; // the window does not fit
+            };
+            for axis in 0..2 {
+                for tap in 0..k {
+                    let inside: Vec<usize> = (0..g.out_size[axis])
+                        .filter(|&o| {
+                            let i = (o * s) as isize + g.tap_offset(axis, tap);
+                            (0..n as isize).contains(&i)
+                        })
+                        .collect();
+                    let range: Vec<usize> = g.valid_outputs(axis, tap).collect();
+                    assert_eq!(range, inside, "n={n} k={k} s={s} p={p} d={d} tap={tap}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -79,24 +79,6 @@ pub(crate) fn gemm(
     }
 }
 
-/// The output positions `o` whose input position `o * stride + offset`
-/// lies in `0..len`, as `lo..hi`.
-fn valid_range(out_len: usize, stride: usize, offset: isize, len: usize) -> (usize, usize) {
-    let (s, n) = (stride as isize, len as isize);
-    let lo = if offset >= 0 {
-        0
-    } else {
-        (-offset + s - 1) / s
-    };
-    let hi = if n - 1 - offset < 0 {
-        0
-    } else {
-        (n - 1 - offset) / s + 1
-    };
-    let hi = hi.min(out_len as isize);
-    (lo.min(hi) as usize, hi as usize)
-}
-
 /// One kernel tap's contiguous run of output positions in one output row:
 /// output elements `out .. out + count` read input elements `input,
 /// input + step, ...`.
@@ -130,16 +112,19 @@ impl ConvGeom {
         let [kh, kw] = p.kernel;
         let mut runs = Vec::new();
         for ky in 0..kh {
-            let off_y = (ky * p.dilation[0]) as isize - p.padding[0] as isize;
-            let (y_lo, y_hi) = valid_range(oh, p.stride[0], off_y, h);
+            let off_y = p.tap_offset(0, ky);
+            let ys = p.valid_outputs(0, ky);
             for kx in 0..kw {
-                let off_x = (kx * p.dilation[1]) as isize - p.padding[1] as isize;
-                let (x_lo, x_hi) = valid_range(ow, p.stride[1], off_x, w);
+                let off_x = p.tap_offset(1, kx);
+                let std::ops::Range {
+                    start: x_lo,
+                    end: x_hi,
+                } = p.valid_outputs(1, kx);
                 if x_lo >= x_hi {
                     continue;
                 }
                 let ix0 = (x_lo as isize * p.stride[1] as isize + off_x) as usize;
-                for oy in y_lo..y_hi {
+                for oy in ys.clone() {
                     let iy = (oy as isize * p.stride[0] as isize + off_y) as usize;
                     runs.push(Run {
                         tap: ky * kw + kx,
