@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use shufflekit_ir::weights::{InitOptions, Weights};
+use shufflekit_ir::ops::WeightKey;
+use shufflekit_ir::weights::{InitOptions, Weights, WeightsError};
 use shufflekit_ir::{Graph, Op};
 
 use crate::data::{epoch_order, epoch_rng, Augment, Dataset, Split};
@@ -209,7 +210,7 @@ impl Trainer {
                 split.train.len()
             )));
         }
-        let weights = training_init(graph, config.seed);
+        let weights = training_init(graph, config.seed)?;
         let sgd = Sgd::new(graph, config.momentum, config.weight_decay);
         Ok(Trainer {
             net,
@@ -442,23 +443,24 @@ impl Trainer {
 /// (every class equally likely, loss `ln(classes)`), and a batch norm whose
 /// output feeds an `add` starts with a zero scale, so each residual unit
 /// starts as the identity (torchvision's `zero_init_residual`).
-pub fn training_init(graph: &Graph, seed: u64) -> Weights {
-    let mut weights = Weights::init(
+pub fn training_init(graph: &Graph, seed: u64) -> Result<Weights, WeightsError> {
+    let mut weights = Weights::try_init(
         graph,
         &InitOptions {
             seed,
             randomize_batch_norm: false,
         },
-    );
-    let mut zero = |name: String| {
-        if let Some(t) = weights.get_mut(&name) {
+    )?;
+    // The weight of a linear or conv, the scale of a batch norm.
+    let mut zero = |node: &str| {
+        if let Some(t) = weights.of_mut(node, WeightKey::Weight) {
             t.data_mut().fill(0.0);
         }
     };
     if let Some(out) = graph.output() {
         let node = graph.node(out);
         if matches!(node.op, Op::Linear(_) | Op::Conv2d(_)) {
-            zero(format!("{}.weight", node.name));
+            zero(&node.name);
         }
     }
     for id in graph.nodes() {
@@ -469,10 +471,10 @@ pub fn training_init(graph: &Graph, seed: u64) -> Weights {
                 .iter()
                 .any(|&u| matches!(graph.node(u).op, Op::Add))
         {
-            zero(format!("{}.weight", node.name));
+            zero(&node.name);
         }
     }
-    weights
+    Ok(weights)
 }
 
 /// The checkpoint directory of a weights file: `<out>.checkpoint`.
@@ -480,4 +482,63 @@ pub fn checkpoint_dir(out: &Path) -> PathBuf {
     let mut s = out.as_os_str().to_owned();
     s.push(".checkpoint");
     PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shufflekit_ir::ops::{BatchNorm, Conv2d, Linear};
+    use shufflekit_ir::Shape;
+
+    /// conv -> bn -> add(input) -> bn -> pool -> flatten -> linear.
+    fn residual_net() -> Graph {
+        let mut g = Graph::new("t");
+        let x = g
+            .add(Op::Input(Shape::chw(4, 6, 6)), "input", &[], None)
+            .unwrap();
+        let mut c = Conv2d::new(4, 3);
+        c.padding = [1, 1];
+        let conv = g.add(Op::Conv2d(c), "conv", &[x], None).unwrap();
+        let bn = g
+            .add(Op::BatchNorm(BatchNorm::default()), "bn", &[conv], None)
+            .unwrap();
+        let add = g.add(Op::Add, "add", &[x, bn], None).unwrap();
+        let bn2 = g
+            .add(Op::BatchNorm(BatchNorm::default()), "bn2", &[add], None)
+            .unwrap();
+        let pool = g.add(Op::GlobalAvgPool, "pool", &[bn2], None).unwrap();
+        let flat = g.add(Op::Flatten, "flat", &[pool], None).unwrap();
+        let fc = Linear {
+            out_features: 3,
+            bias: true,
+        };
+        g.add(Op::Linear(fc), "fc", &[flat], None).unwrap();
+        g
+    }
+
+    #[test]
+    fn training_init_zeroes_the_classifier_and_the_scale_of_a_residual_batch_norm() {
+        let g = residual_net();
+        let plain = Weights::init(
+            &g,
+            &InitOptions {
+                seed: 3,
+                randomize_batch_norm: false,
+            },
+        );
+        let w = training_init(&g, 3).unwrap();
+        let all = |w: &Weights, node: &str, key: WeightKey, v: f32| {
+            w.of(node, key).unwrap().data().iter().all(|&x| x == v)
+        };
+        assert!(all(&w, "fc", WeightKey::Weight, 0.0));
+        assert!(!all(&plain, "fc", WeightKey::Weight, 0.0));
+        // The batch norm feeding the add starts at scale 0, the other at 1.
+        assert!(all(&w, "bn", WeightKey::Weight, 0.0));
+        assert!(all(&w, "bn2", WeightKey::Weight, 1.0));
+        // Everything else is the seeded init.
+        assert_eq!(
+            w.of("conv", WeightKey::Weight),
+            plain.of("conv", WeightKey::Weight)
+        );
+    }
 }
