@@ -12,9 +12,8 @@ use std::collections::HashMap;
 
 use shufflekit_ir::cost::LayerKind;
 use shufflekit_ir::ops::{Activation, Op, Pool};
-use shufflekit_ir::{Graph, NodeId, Shape};
-
 use shufflekit_ir::verify::VerifyErrors;
+use shufflekit_ir::{Graph, NodeId, Shape};
 
 use crate::JitError;
 
