@@ -118,7 +118,7 @@ pub fn train(args: &TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build_global()
-        .context("starting worker threads")?;
+        .map_err(shufflekit_train::TrainError::Threads)?;
     let ckpt = checkpoint_dir(&args.out);
     let data_name = source.describe();
     let mut trainer = if args.resume {
@@ -211,7 +211,7 @@ pub fn train(args: &TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
             std::fs::write(&history_path, json).map_err(|e| {
                 shufflekit_train::TrainError::Checkpoint {
                     path: history_path.clone(),
-                    message: e.to_string(),
+                    problem: shufflekit_train::CheckpointProblem::Write(e),
                 }
             })?;
             Ok(true)

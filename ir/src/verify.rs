@@ -102,6 +102,31 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<IrError>> {
     }
 }
 
+/// A graph the verifier rejected: every problem it found, in the order
+/// found. Displays them joined by `; `.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyErrors(pub Vec<IrError>);
+
+impl From<Vec<IrError>> for VerifyErrors {
+    fn from(errors: Vec<IrError>) -> Self {
+        VerifyErrors(errors)
+    }
+}
+
+impl std::fmt::Display for VerifyErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for VerifyErrors {}
+
 /// Whether the graph has a cycle: Kahn's algorithm, which removes nodes
 /// without pending inputs until none is left. Iterative, so a chain of
 /// 100,000 layers needs no deep stack (petgraph's `is_cyclic_directed`
@@ -189,5 +214,7 @@ mod tests {
         assert!(errors
             .iter()
             .any(|e| e.node == "b" && e.message.contains("differs")));
+        let joined = VerifyErrors::from(errors.clone()).to_string();
+        assert_eq!(joined, format!("{}; {}", errors[0], errors[1]));
     }
 }

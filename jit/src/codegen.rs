@@ -75,13 +75,14 @@ pub(crate) fn compile(
             ctx.set_disasm(disasm);
             let compiled = ctx
                 .compile(&*target.isa, &mut ControlPlane::default())
-                .map_err(|e| {
-                    let mut text = format!("{name}: {:?}", e.inner);
-                    text.truncate(2000);
-                    JitError::Codegen(text)
+                .map_err(|e| JitError::Codegen {
+                    function: name.clone(),
+                    source: Box::new(e.inner),
                 })?;
             if !compiled.buffer.relocs().is_empty() {
-                return Err(JitError::Codegen(format!("{name}: unexpected relocations")));
+                return Err(JitError::Internal(format!(
+                    "{name}: unexpected relocations"
+                )));
             }
             Ok(Code {
                 bytes: compiled.code_buffer().to_vec(),

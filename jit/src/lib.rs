@@ -45,7 +45,9 @@ mod team;
 
 pub use model::{CompileOptions, CompileStats, LayerInfo, Model};
 pub use object::{compile_object, ObjectFile, ObjectOptions, OBJECT_TARGETS};
+pub use target::TargetError;
 
+use shufflekit_ir::verify::VerifyErrors;
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::Graph;
 
@@ -66,7 +68,7 @@ pub fn optimize(graph: &Graph, weights: &Weights) -> Result<(Graph, Weights), Ji
 pub enum JitError {
     /// The verifier rejected the graph.
     #[error("the graph is invalid: {0}")]
-    InvalidGraph(String),
+    InvalidGraph(#[from] VerifyErrors),
     /// The weights do not fit the graph.
     #[error("the weights do not fit the graph")]
     Weights(#[from] shufflekit_ir::weights::WeightsError),
@@ -74,8 +76,15 @@ pub enum JitError {
     #[error("the graph has {0} input nodes; the JIT needs exactly one")]
     InputCount(usize),
     /// A tensor or parameter block is larger than the kernels can address.
-    #[error("too large: {0}")]
-    TooLarge(String),
+    #[error("too large: `{layer}` needs more than {limit} bytes for its {what}")]
+    TooLarge {
+        /// The layer.
+        layer: String,
+        /// Which of its buffers (`output per image`, `packed weights`).
+        what: &'static str,
+        /// The largest buffer the kernels address, in bytes.
+        limit: usize,
+    },
     /// Running the graph would need more memory than the configured limit.
     #[error("the model needs {needed} bytes at batch {batch}, more than the memory limit of {limit} bytes")]
     MemoryLimit {
@@ -100,15 +109,36 @@ pub enum JitError {
     /// The input has batch size 0.
     #[error("the input batch is empty")]
     EmptyBatch,
-    /// Bad options (zero threads...).
-    #[error("invalid options: {0}")]
-    Options(String),
+    /// An option is out of range (zero threads, an object name that is not
+    /// a C identifier).
+    #[error("invalid options: {option} = {value}: {problem}")]
+    Options {
+        /// The option.
+        option: &'static str,
+        /// Its value as given.
+        value: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The worker threads of a multi-threaded model could not be started.
+    #[error("cannot start threads: {0}")]
+    Threads(#[source] std::io::Error),
     /// The host (or the requested target) is not supported by Cranelift.
     #[error("code generation target: {0}")]
-    Target(String),
-    /// Cranelift rejected the generated code (a bug in the lowering).
-    #[error("code generation failed: {0}")]
-    Codegen(String),
+    Target(#[from] TargetError),
+    /// Cranelift rejected the generated code of a function (a bug in the
+    /// lowering; boxed: the error is large and rare).
+    #[error("code generation failed: {function}: {source}")]
+    Codegen {
+        /// The kernel function.
+        function: String,
+        /// Cranelift's error.
+        #[source]
+        source: Box<cranelift_codegen::CodegenError>,
+    },
+    /// The object file could not be written out.
+    #[error("writing the object file: {0}")]
+    ObjectFile(#[source] cranelift_object::object::write::Error),
     /// Cranelift could not declare, define or link a function or data
     /// (boxed: the error is large and rare).
     #[error("linking the generated code")]

@@ -145,7 +145,11 @@ impl Model {
     ) -> Result<Model, JitError> {
         let start = Instant::now();
         if options.threads == 0 {
-            return Err(JitError::Options("threads must be at least 1".into()));
+            return Err(JitError::Options {
+                option: "threads",
+                value: "0".into(),
+                problem: "must be at least 1",
+            });
         }
         weights.check(graph)?;
         let plan = plan_checked(graph, options)?;
@@ -177,10 +181,7 @@ impl Model {
             })
             .collect();
         let team = if options.threads > 1 {
-            Some(
-                Team::new(options.threads)
-                    .map_err(|e| JitError::Options(format!("cannot start threads: {e}")))?,
-            )
+            Some(Team::new(options.threads).map_err(JitError::Threads)?)
         } else {
             None
         };

@@ -98,9 +98,12 @@ pub fn compile_object(
     let name = match &options.name {
         Some(n) => {
             if c_identifier(n) != *n {
-                return Err(JitError::Options(format!(
-                    "`{n}` is not a C identifier (letters, digits and `_`, not starting with a digit)"
-                )));
+                return Err(JitError::Options {
+                    option: "name",
+                    value: format!("`{n}`"),
+                    problem:
+                        "not a C identifier (letters, digits and `_`, not starting with a digit)",
+                });
             }
             n.clone()
         }
@@ -217,10 +220,7 @@ pub fn compile_object(
         module.clear_context(&mut ctx);
     }
 
-    let object = module
-        .finish()
-        .emit()
-        .map_err(|e| JitError::Codegen(format!("writing the object file: {e}")))?;
+    let object = module.finish().emit().map_err(JitError::ObjectFile)?;
     let input_len = plan.input_shape.dims().iter().product();
     let output_len = plan.values[plan.output].len;
     let arena_bytes = plan.arena_len * 4;

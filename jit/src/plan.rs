@@ -12,9 +12,13 @@ use std::collections::HashMap;
 
 use shufflekit_ir::cost::LayerKind;
 use shufflekit_ir::ops::{Activation, Op, Pool};
+use shufflekit_ir::verify::VerifyErrors;
 use shufflekit_ir::{Graph, NodeId, Shape};
 
 use crate::JitError;
+
+/// The buffer [`JitError::TooLarge`] names for a layer's weights.
+const PACKED_WEIGHTS: &str = "packed weights";
 
 /// The largest buffer (per image) or parameter block, in bytes.
 pub(crate) const MAX_BUFFER_BYTES: usize = i32::MAX as usize / 2;
@@ -247,22 +251,14 @@ pub(crate) struct Plan {
 
 /// Builds the plan of a verified graph.
 pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
-    shufflekit_ir::verify::verify(graph).map_err(|errors| {
-        JitError::InvalidGraph(
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    shufflekit_ir::verify::verify(graph).map_err(VerifyErrors)?;
     let inputs = graph.input_nodes();
     let [input_node] = inputs[..] else {
         return Err(JitError::InputCount(inputs.len()));
     };
     let output_node = graph
         .output()
-        .ok_or_else(|| JitError::InvalidGraph("the graph has no output".into()))?;
+        .ok_or_else(|| JitError::Internal("the verified graph has no output".into()))?;
     let needed = ancestors(graph, output_node);
     let cost = shufflekit_ir::cost::count(graph, shufflekit_ir::cost::Convention::Macs);
     let macs: HashMap<&str, u64> = cost
@@ -277,7 +273,7 @@ pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
     for id in graph.nodes().filter(|id| needed.contains(id)) {
         let node = graph.node(id);
         let len = node.shape.numel();
-        byte_size(len, &node.name)?;
+        byte_size(len, &node.name, "output per image")?;
         let ins: Vec<usize> = graph
             .inputs(id)
             .iter()
@@ -481,15 +477,20 @@ fn ancestors(graph: &Graph, out: NodeId) -> std::collections::HashSet<NodeId> {
     seen
 }
 
-/// Bytes of `len` floats, refused past [`MAX_BUFFER_BYTES`].
-pub(crate) fn byte_size(len: usize, what: &str) -> Result<usize, JitError> {
+/// Bytes of `len` floats, refused past [`MAX_BUFFER_BYTES`]; `what` says
+/// which buffer of `layer` they are.
+pub(crate) fn byte_size(len: usize, layer: &str, what: &'static str) -> Result<usize, JitError> {
     len.checked_mul(4)
         .filter(|&b| b <= MAX_BUFFER_BYTES)
-        .ok_or_else(|| {
-            JitError::TooLarge(format!(
-                "`{what}` needs more than {MAX_BUFFER_BYTES} bytes per image"
-            ))
-        })
+        .ok_or_else(|| too_large(layer, what))
+}
+
+fn too_large(layer: &str, what: &'static str) -> JitError {
+    JitError::TooLarge {
+        layer: layer.to_string(),
+        what,
+        limit: MAX_BUFFER_BYTES,
+    }
 }
 
 fn chw(shape: &Shape, name: &str) -> Result<(usize, usize, usize), JitError> {
@@ -568,8 +569,8 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
             let packed = window
                 .group_len()
                 .checked_mul(window.groups)
-                .ok_or_else(|| JitError::TooLarge(format!("`{}`: weights", node.name)))?;
-            byte_size(packed, &node.name)?;
+                .ok_or_else(|| too_large(&node.name, PACKED_WEIGHTS))?;
+            byte_size(packed, &node.name, PACKED_WEIGHTS)?;
             Kernel::Window(window)
         }
         Op::MaxPool(p) | Op::AvgPool(p) => {
@@ -625,8 +626,8 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
                 .numel()
                 .checked_add(1)
                 .and_then(|n| n.checked_mul(l.out_features))
-                .ok_or_else(|| JitError::TooLarge(format!("`{}`: weights", node.name)))?;
-            byte_size(packed, &node.name)?;
+                .ok_or_else(|| too_large(&node.name, PACKED_WEIGHTS))?;
+            byte_size(packed, &node.name, PACKED_WEIGHTS)?;
             Kernel::Linear {
                 inputs: x.numel(),
                 outputs: l.out_features,

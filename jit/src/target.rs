@@ -4,13 +4,47 @@
 
 use std::sync::Arc;
 
-use cranelift_codegen::isa::{self, TargetIsa};
-use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::isa::{self, LookupError, TargetIsa};
+use cranelift_codegen::settings::{self, Configurable, SetError};
+use cranelift_codegen::CodegenError;
 
 use crate::JitError;
 
 /// The triples [`Target::for_object`] accepts besides `host`.
 pub const OBJECT_TARGETS: [&str; 2] = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"];
+
+/// Why Cranelift cannot generate code for a target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Cranelift does not support the machine this process runs on.
+    #[error("the host is not supported: {0}")]
+    Host(&'static str),
+    /// The target is not one of `host` and [`OBJECT_TARGETS`].
+    #[error("unsupported target `{0}`: expected one of host, {targets}", targets = OBJECT_TARGETS.join(", "))]
+    Unsupported(String),
+    /// Cranelift was built without the target's backend.
+    #[error("target `{name}`: {source}")]
+    Lookup {
+        /// The target triple.
+        name: String,
+        /// Cranelift's lookup error.
+        source: LookupError,
+    },
+    /// Cranelift rejected one of the settings (a bug in [`Target`]).
+    #[error("setting {name}={value}: {source}")]
+    Setting {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: &'static str,
+        /// Cranelift's error.
+        source: SetError,
+    },
+    /// Cranelift could not build the ISA from the settings (boxed: the
+    /// error is large and rare).
+    #[error("{0}")]
+    Isa(#[source] Box<CodegenError>),
+}
 
 /// What the lowering needs to know about the target, derived from the ISA
 /// flags in [`Target::features`].
@@ -35,8 +69,7 @@ impl Target {
     /// The machine this process runs on, with every ISA extension
     /// Cranelift detects.
     pub fn host() -> Result<Target, JitError> {
-        let isa_builder = cranelift_native::builder()
-            .map_err(|e| JitError::Target(format!("the host is not supported: {e}")))?;
+        let isa_builder = cranelift_native::builder().map_err(TargetError::Host)?;
         Target::from_isa_builder(isa_builder)
     }
 
@@ -52,32 +85,37 @@ impl Target {
     pub fn for_object(name: &str) -> Result<Target, JitError> {
         let pic = [("is_pic", "true")];
         if name == "host" {
-            let builder = cranelift_native::builder()
-                .map_err(|e| JitError::Target(format!("the host is not supported: {e}")))?;
+            let builder = cranelift_native::builder().map_err(TargetError::Host)?;
             return Target::with_flags(builder, &pic);
         }
         if !OBJECT_TARGETS.contains(&name) {
-            return Err(JitError::Target(format!(
-                "unsupported target `{name}`: expected one of host, {}",
-                OBJECT_TARGETS.join(", ")
-            )));
+            return Err(TargetError::Unsupported(name.to_string()).into());
         }
-        let mut builder = isa::lookup_by_name(name)
-            .map_err(|e| JitError::Target(format!("target `{name}`: {e}")))?;
+        let mut builder = isa::lookup_by_name(name).map_err(|source| TargetError::Lookup {
+            name: name.to_string(),
+            source,
+        })?;
         if name.starts_with("x86_64") {
             for flag in ["has_sse3", "has_ssse3", "has_sse41", "has_sse42"] {
                 builder
                     .enable(flag)
-                    .map_err(|e| JitError::Target(format!("enabling {flag}: {e}")))?;
+                    .map_err(|source| TargetError::Setting {
+                        name: flag,
+                        value: "true",
+                        source,
+                    })?;
             }
         }
         Target::with_flags(builder, &pic)
     }
 
     /// A target from an ISA builder with extra shared settings.
-    fn with_flags(isa_builder: isa::Builder, extra: &[(&str, &str)]) -> Result<Target, JitError> {
+    fn with_flags(
+        isa_builder: isa::Builder,
+        extra: &[(&'static str, &'static str)],
+    ) -> Result<Target, JitError> {
         let mut flags = settings::builder();
-        let settings: [(&str, &str); 5] = [
+        let settings: [(&'static str, &'static str); 5] = [
             ("opt_level", "none"),
             // Kernels may keep a row of inputs on the stack (up to
             // `lower::MAX_ROW_COPY` bytes): touch each page of such a frame
@@ -98,11 +136,15 @@ impl Target {
         for &(name, value) in settings.iter().chain(extra) {
             flags
                 .set(name, value)
-                .map_err(|e| JitError::Target(format!("setting {name}={value}: {e}")))?;
+                .map_err(|source| TargetError::Setting {
+                    name,
+                    value,
+                    source,
+                })?;
         }
         let isa = isa_builder
             .finish(settings::Flags::new(flags))
-            .map_err(|e| JitError::Target(e.to_string()))?;
+            .map_err(|e| TargetError::Isa(Box::new(e)))?;
         let features = Features::of(&*isa);
         Ok(Target { isa, features })
     }

@@ -125,7 +125,7 @@ fn bad_inputs_give_errors() {
     };
     assert!(matches!(
         Model::compile(&graph, &w, &options),
-        Err(JitError::Options(_))
+        Err(JitError::Options { .. })
     ));
     // New weights need no recompilation.
     let w2 = weights(&graph, 1);

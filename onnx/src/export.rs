@@ -5,12 +5,11 @@
 //! (fused epilogues and channel orders have no single ONNX op); export those
 //! from the spec's graph instead.
 
-use std::collections::HashSet;
-
 use shufflekit_ir::ops::{Activation, Op, Pool, WeightKey};
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{verify, Graph, NodeId};
 
+use crate::names::Names;
 use crate::proto::{
     Attribute, Dim, GraphProto, Model, NodeProto, OpsetId, TensorProto, ValueInfo, ATTR_FLOAT,
     ATTR_INT, ATTR_INTS, FLOAT,
@@ -45,7 +44,7 @@ pub(crate) fn export_model(graph: &Graph, weights: &Weights) -> Result<Model, Ex
 
     let mut e = Exporter {
         graph,
-        taken: HashSet::new(),
+        taken: Names::default(),
         names: Default::default(),
         nodes: Vec::new(),
         initializers: Vec::new(),
@@ -59,18 +58,18 @@ pub(crate) fn export_model(graph: &Graph, weights: &Weights) -> Result<Model, Ex
                 e.initializers
                     .push(TensorProto::from_f32(&name, t.shape(), t.data()));
             }
-            e.taken.insert(name);
+            e.taken.take(name);
         }
     }
-    e.taken.insert("input".into());
-    e.taken.insert("output".into());
+    e.taken.take("input");
+    e.taken.take("output");
     e.names.insert(input, "input".into());
     if output != input {
         e.names.insert(output, "output".into());
     }
     for id in graph.nodes() {
         if !e.names.contains_key(&id) {
-            let n = e.fresh(&graph.node(id).name);
+            let n = e.taken.fresh(&graph.node(id).name);
             e.names.insert(id, n);
         }
     }
@@ -137,7 +136,7 @@ fn fused(graph: &Graph, id: NodeId) -> Option<String> {
 
 struct Exporter<'a> {
     graph: &'a Graph,
-    taken: HashSet<String>,
+    taken: Names,
     names: std::collections::HashMap<NodeId, String>,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
@@ -183,18 +182,6 @@ fn pool_attrs(p: &Pool) -> Vec<Attribute> {
 }
 
 impl Exporter<'_> {
-    /// `base`, or `base_1`, `base_2`... whichever is free.
-    fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut k = 0;
-        while self.taken.contains(&name) {
-            k += 1;
-            name = format!("{base}_{k}");
-        }
-        self.taken.insert(name.clone());
-        name
-    }
-
     fn push(
         &mut self,
         name: &str,
@@ -214,14 +201,14 @@ impl Exporter<'_> {
     }
 
     fn constant_i64(&mut self, base: &str, values: &[i64]) -> String {
-        let name = self.fresh(base);
+        let name = self.taken.fresh(base);
         self.initializers
             .push(TensorProto::from_i64(&name, &[values.len()], values));
         name
     }
 
     fn constant_f32(&mut self, base: &str, value: f32) -> String {
-        let name = self.fresh(base);
+        let name = self.taken.fresh(base);
         self.initializers
             .push(TensorProto::from_f32(&name, &[], &[value]));
         name
@@ -303,8 +290,8 @@ impl Exporter<'_> {
                 perm.extend((3..3 + rest.len()).map(|d| d as i64));
                 let split_shape = self.constant_i64(&format!("{name}/split_shape"), &split);
                 let merged_shape = self.constant_i64(&format!("{name}/merged_shape"), &merged);
-                let v1 = self.fresh(&format!("{name}/split"));
-                let v2 = self.fresh(&format!("{name}/transposed"));
+                let v1 = self.taken.fresh(&format!("{name}/split"));
+                let v2 = self.taken.fresh(&format!("{name}/transposed"));
                 self.push(
                     &format!("{name}/Reshape"),
                     "Reshape",

@@ -18,13 +18,15 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use shufflekit_ir::ops::{
-    BatchNorm, ChannelShuffle, ChannelSlice, Concat, Conv2d, Linear, Op, Pool,
+    BatchNorm, ChannelShuffle, ChannelSlice, Concat, Conv2d, Linear, Op, Pool, WeightKey,
+    WeightRole,
 };
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{spec, Graph, NodeId, Shape};
 
 use crate::fold::{self, Const};
+use crate::names::Names;
 use crate::proto::{Attribute, Dim, Model, NodeProto, TensorProto, ATTR_TENSOR, FLOAT};
 use crate::{ImportError, UnsupportedNode};
 
@@ -101,9 +103,14 @@ pub(crate) fn import_in(bytes: &[u8], dir: Option<&Path>) -> Result<Imported, Im
         weights: Weights::new(),
         values: HashMap::new(),
         uses: HashMap::new(),
-        taken: ["input", "in"].iter().map(|s| s.to_string()).collect(),
+        taken: Names::default(),
         batch: 1,
     };
+    // The spec's input node is `input`, and `in` is reserved in specs (a
+    // block's input), so no layer may take either name.
+    for reserved in ["input", "in"] {
+        im.taken.take(reserved);
+    }
     for t in &g.initializer {
         im.values.insert(t.name.clone(), Value::Const(t.clone()));
     }
@@ -301,7 +308,7 @@ struct Importer {
     weights: Weights,
     values: HashMap<String, Value>,
     uses: HashMap<String, usize>,
-    taken: HashSet<String>,
+    taken: Names,
     /// The batch size `Shape` folds with: the input's, or 1 when it is
     /// symbolic.
     batch: usize,
@@ -429,20 +436,9 @@ fn dims_usize(t: &TensorProto) -> R<Vec<usize>> {
 }
 
 impl Importer {
-    fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut k = 0;
-        while self.taken.contains(&name) {
-            k += 1;
-            name = format!("{base}_{k}");
-        }
-        self.taken.insert(name.clone());
-        name
-    }
-
     fn layer_name(&mut self, n: &NodeProto) -> String {
         let base = sanitize(&node_label(n)).unwrap_or_else(|| n.op_type.to_ascii_lowercase());
-        self.fresh(&base)
+        self.taken.fresh(&base)
     }
 
     fn input(&self, n: &NodeProto, k: usize) -> R<&Value> {
@@ -548,10 +544,11 @@ impl Importer {
         Ok(())
     }
 
-    fn weight(&mut self, id: NodeId, suffix: &str, dims: Vec<usize>, data: Vec<f32>) -> R<()> {
-        let name = format!("{}.{suffix}", self.graph.node(id).name);
-        let t = Tensor::new(dims, data).map_err(|e| format!("tensor `{name}`: {e}"))?;
-        self.weights.insert(name, t);
+    fn weight(&mut self, id: NodeId, key: WeightKey, dims: Vec<usize>, data: Vec<f32>) -> R<()> {
+        let node = &self.graph.node(id).name;
+        let t = Tensor::new(dims, data)
+            .map_err(|e| format!("tensor `{}`: {e}", key.tensor_name(node)))?;
+        self.weights.insert_of(node, key, t);
         Ok(())
     }
 
@@ -826,9 +823,9 @@ impl Importer {
                 self.shape(x)
             ));
         }
-        self.weight(id, "weight", wdims, w)?;
+        self.weight(id, WeightKey::Weight, wdims, w)?;
         if let Some(b) = bias {
-            self.weight(id, "bias", vec![out], b)?;
+            self.weight(id, WeightKey::Bias, vec![out], b)?;
         }
         self.set_output(n, Value::Layer(id))
     }
@@ -839,24 +836,28 @@ impl Importer {
         }
         let x = self.layer(n, 0)?;
         let c = self.shape(x).channels();
+        // ONNX's BatchNormalization inputs 1 to 4, by their ONNX names.
+        let inputs = [
+            (1, "scale", WeightRole::Scale),
+            (2, "bias", WeightRole::Shift),
+            (3, "mean", WeightRole::RunningMean),
+            (4, "var", WeightRole::RunningVar),
+        ];
         let mut params = Vec::new();
-        for (k, what) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "var")] {
+        for (k, what, role) in inputs {
             let (_, v) = self.floats(n, k)?;
             if v.len() != c {
                 return Err(format!("{what} has {} values for {c} channels", v.len()));
             }
-            params.push(v);
+            params.push((role, v));
         }
         let eps = attr_float(n, "epsilon", 1e-5);
         if !(eps.is_finite() && eps >= 0.0) {
             return Err(format!("epsilon {eps} is not a finite non-negative number"));
         }
         let id = self.add(n, Op::BatchNorm(BatchNorm { eps }), &[x])?;
-        for (suffix, v) in ["weight", "bias", "running_mean", "running_var"]
-            .into_iter()
-            .zip(params)
-        {
-            self.weight(id, suffix, vec![c], v)?;
+        for (role, v) in params {
+            self.weight(id, role.key(), vec![c], v)?;
         }
         self.set_output(n, Value::Layer(id))
     }
@@ -970,7 +971,7 @@ impl Importer {
         let id = if keep {
             pooled
         } else {
-            let flat = self.fresh(&format!("{name}_flatten"));
+            let flat = self.taken.fresh(&format!("{name}_flatten"));
             self.add_named(flat, Op::Flatten, &[pooled])?
         };
         self.set_output(n, Value::Layer(id))
@@ -1024,7 +1025,7 @@ impl Importer {
                     Op::Conv2d(c) => c.bias = true,
                     _ => {}
                 }
-                self.weight(x, "bias", vec![out], b)?;
+                self.weight(x, WeightKey::Bias, vec![out], b)?;
                 self.set_output(n, Value::Layer(x))
             }
             _ => Err(format!(
@@ -1092,7 +1093,7 @@ impl Importer {
         let mut start = 0usize;
         for (k, &len) in sizes.iter().enumerate() {
             let len = len as usize;
-            let name = self.fresh(&format!("{base}_{k}"));
+            let name = self.taken.fresh(&format!("{base}_{k}"));
             let id = self.add_named(name, Op::ChannelSlice(ChannelSlice { start, len }), &[x])?;
             start = start.saturating_add(len);
             if let Some(o) = n.output.get(k).filter(|o| !o.is_empty()) {
@@ -1338,9 +1339,9 @@ impl Importer {
             bias: bias.is_some(),
         });
         let id = self.add(n, op, &[x])?;
-        self.weight(id, "weight", vec![out, inp], w)?;
+        self.weight(id, WeightKey::Weight, vec![out, inp], w)?;
         if let Some(b) = bias {
-            self.weight(id, "bias", vec![out], b)?;
+            self.weight(id, WeightKey::Bias, vec![out], b)?;
         }
         self.set_output(n, Value::Layer(id))
     }

@@ -46,6 +46,7 @@ mod export;
 mod external;
 mod fold;
 mod import;
+mod names;
 mod proto;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use shufflekit_ir::spec::SpecError;
+use shufflekit_train::DataError;
 
 /// Why a search could not be set up, run or its results read.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,9 @@ pub enum SearchError {
         /// The limit.
         max: u64,
     },
+    /// The `train` evaluator's dataset could not be loaded.
+    #[error("train: {0}")]
+    TrainData(#[source] DataError),
     /// The spec could not be read or expanded with the base overrides.
     #[error(transparent)]
     Spec(#[from] SpecError),
@@ -95,26 +99,54 @@ pub enum SearchError {
     },
     /// A worker thread pool could not be created.
     #[error("cannot start worker threads: {0}")]
-    Threads(String),
+    Threads(#[source] rayon::ThreadPoolBuildError),
 }
 
-/// Why one evaluator failed on one candidate. Recorded in the results; the
-/// search goes on with the next candidate.
+/// Why one evaluator failed on one candidate. Recorded in the results (as
+/// its text); the search goes on with the next candidate.
 #[derive(Debug, thiserror::Error)]
 #[error("{evaluator}: {message}")]
 pub struct EvaluatorError {
     /// The evaluator's name.
     pub evaluator: String,
-    /// What went wrong.
+    /// What went wrong (including the source's text, when there is one).
     pub message: String,
+    /// The typed error behind the message (a `JitError`, `TrainError`,
+    /// `EvalError`, `SpecError`...), when there is one.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl EvaluatorError {
-    /// An error of the named evaluator.
+    /// An error of the named evaluator with no typed cause.
     pub fn new(evaluator: &str, message: impl Into<String>) -> Self {
         EvaluatorError {
             evaluator: evaluator.to_string(),
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error of the named evaluator caused by `source`; the message is
+    /// the source's text.
+    pub fn from_source(
+        evaluator: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        EvaluatorError::caused_by(evaluator, source.to_string(), source)
+    }
+
+    /// An error of the named evaluator caused by `source`, with a message
+    /// that says the source in its own words.
+    pub fn caused_by(
+        evaluator: &str,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        EvaluatorError {
+            evaluator: evaluator.to_string(),
+            message: message.into(),
+            source: Some(Box::new(source)),
         }
     }
 }

@@ -202,7 +202,7 @@ impl LatencyEvaluator {
             .num_threads(options.threads)
             .thread_name(|i| format!("latency-{i}"))
             .build()
-            .map_err(|e| SearchError::Threads(e.to_string()))?;
+            .map_err(SearchError::Threads)?;
         Ok(LatencyEvaluator { options, pool })
     }
 }
@@ -234,11 +234,11 @@ impl Evaluator for LatencyEvaluator {
                 randomize_batch_norm: false,
             },
         )
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| EvaluatorError::from_source("latency", e))?;
         let input_shape =
             input_shape(ctx.graph).ok_or_else(|| err("the graph has no input".into()))?;
-        let input =
-            random_input(&input_shape, o.batch, ctx.seed).map_err(|e| err(e.to_string()))?;
+        let input = random_input(&input_shape, o.batch, ctx.seed)
+            .map_err(|e| EvaluatorError::from_source("latency", e))?;
         let mut m = Metrics::default();
         let jit = self
             .pool
@@ -255,13 +255,13 @@ impl Evaluator for LatencyEvaluator {
                 self.pool.install(|| -> Result<Vec<f64>, EvaluatorError> {
                     for _ in 0..o.warmup {
                         eval::evaluate(ctx.graph, &weights, &input)
-                            .map_err(|e| err(e.to_string()))?;
+                            .map_err(|e| EvaluatorError::from_source("latency", e))?;
                     }
                     let mut times = Vec::with_capacity(o.runs);
                     for _ in 0..o.runs {
                         let t = Instant::now();
                         let out = eval::evaluate(ctx.graph, &weights, &input)
-                            .map_err(|e| err(e.to_string()))?;
+                            .map_err(|e| EvaluatorError::from_source("latency", e))?;
                         times.push(t.elapsed().as_secs_f64() * 1e3);
                         drop(out);
                     }
@@ -400,7 +400,6 @@ impl Evaluator for ProxyEvaluator {
     }
 
     fn evaluate(&self, ctx: &EvalContext<'_>) -> Result<Metrics, EvaluatorError> {
-        let err = |m: String| EvaluatorError::new("proxy", m);
         let mut m = Metrics::default();
         let small;
         let graph = match &self.options.resolution_param {
@@ -413,10 +412,11 @@ impl Evaluator for ProxyEvaluator {
                     .collect();
                 overrides.push((p.clone(), self.options.resolution.to_string()));
                 small = ctx.spec.build(&overrides).map_err(|e| {
-                    err(format!(
-                        "building at resolution {}: {e}",
-                        self.options.resolution
-                    ))
+                    EvaluatorError::caused_by(
+                        "proxy",
+                        format!("building at resolution {}: {e}", self.options.resolution),
+                        e,
+                    )
                 })?;
                 m.note("proxy_resolution", self.options.resolution.to_string());
                 &small
@@ -426,15 +426,16 @@ impl Evaluator for ProxyEvaluator {
                 ctx.graph
             }
         };
-        let score = naswot(graph, self.options.batch, ctx.seed).map_err(err)?;
+        let score = naswot(graph, self.options.batch, ctx.seed)?;
         m.set(metric::NASWOT, score);
         m.note("proxy_method", "naswot");
         Ok(m)
     }
 }
 
-/// The NASWOT score of a graph on a seeded random minibatch.
-pub fn naswot(graph: &Graph, batch: usize, seed: u64) -> Result<f64, String> {
+/// The NASWOT score of a graph on a seeded random minibatch; its errors
+/// are the `proxy` evaluator's.
+pub fn naswot(graph: &Graph, batch: usize, seed: u64) -> Result<f64, EvaluatorError> {
     let weights = Weights::try_init(
         graph,
         &InitOptions {
@@ -442,10 +443,13 @@ pub fn naswot(graph: &Graph, batch: usize, seed: u64) -> Result<f64, String> {
             randomize_batch_norm: false,
         },
     )
-    .map_err(|e| e.to_string())?;
-    let shape = input_shape(graph).ok_or("the graph has no input")?;
-    let input = random_input(&shape, batch, seed).map_err(|e| e.to_string())?;
-    let values = eval::evaluate_all(graph, &weights, &input).map_err(|e| e.to_string())?;
+    .map_err(|e| EvaluatorError::from_source("proxy", e))?;
+    let shape =
+        input_shape(graph).ok_or_else(|| EvaluatorError::new("proxy", "the graph has no input"))?;
+    let input =
+        random_input(&shape, batch, seed).map_err(|e| EvaluatorError::from_source("proxy", e))?;
+    let values = eval::evaluate_all(graph, &weights, &input)
+        .map_err(|e| EvaluatorError::from_source("proxy", e))?;
     let mut kernel = vec![vec![0f64; batch]; batch];
     let mut units = 0usize;
     for (id, t) in &values {
@@ -482,10 +486,16 @@ pub fn naswot(graph: &Graph, batch: usize, seed: u64) -> Result<f64, String> {
         }
     }
     if units == 0 {
-        return Err("the network has no ReLU: NASWOT is undefined".into());
+        return Err(EvaluatorError::new(
+            "proxy",
+            "the network has no ReLU: NASWOT is undefined",
+        ));
     }
     log_abs_det(kernel).ok_or_else(|| {
-        "the activation-pattern kernel is singular (two images share a pattern)".into()
+        EvaluatorError::new(
+            "proxy",
+            "the activation-pattern kernel is singular (two images share a pattern)",
+        )
     })
 }
 
@@ -567,7 +577,7 @@ impl Evaluator for PaperEvaluator {
         let graph = ctx
             .spec
             .build(&reference)
-            .map_err(|e| EvaluatorError::new("paper", e.to_string()))?;
+            .map_err(|e| EvaluatorError::from_source("paper", e))?;
         let cost = shufflekit_ir::cost::count(&graph, ctx.cost.convention);
         if cost.macs != ctx.cost.macs || cost.params != ctx.cost.params {
             return Ok(m);

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use shufflekit_train::data::{DataSource, Split};
 use shufflekit_train::proxy::proxy_overrides;
-use shufflekit_train::{TrainConfig, Trainer};
+use shufflekit_train::{TrainConfig, TrainError, Trainer};
 
 use crate::error::{EvaluatorError, SearchError};
 use crate::evaluator::{EvalContext, Evaluator, Metrics};
@@ -88,10 +88,7 @@ impl TrainEvaluator {
                 "train: epochs must be at least 1, the batch at least 2 and the learning rate positive".into(),
             ));
         }
-        let split = options
-            .data
-            .load()
-            .map_err(|e| SearchError::Config(format!("train: {e}")))?;
+        let split = options.data.load().map_err(SearchError::TrainData)?;
         Ok(TrainEvaluator {
             options,
             split: Arc::new(split),
@@ -100,7 +97,7 @@ impl TrainEvaluator {
 }
 
 impl TrainEvaluator {
-    fn train_once(&self, graph: &shufflekit_ir::Graph, seed: u64) -> Result<Trainer, String> {
+    fn train_once(&self, graph: &shufflekit_ir::Graph, seed: u64) -> Result<Trainer, TrainError> {
         let config = TrainConfig {
             epochs: self.options.epochs,
             batch: self.options.batch,
@@ -108,10 +105,8 @@ impl TrainEvaluator {
             seed,
             ..TrainConfig::default()
         };
-        let mut trainer = Trainer::new(graph, &self.split, config).map_err(|e| e.to_string())?;
-        trainer
-            .fit(&self.split, &mut |_| {}, &mut |_| Ok(true))
-            .map_err(|e| e.to_string())?;
+        let mut trainer = Trainer::new(graph, &self.split, config)?;
+        trainer.fit(&self.split, &mut |_| {}, &mut |_| Ok(true))?;
         Ok(trainer)
     }
 }
@@ -139,14 +134,17 @@ impl Evaluator for TrainEvaluator {
 
     fn evaluate(&self, ctx: &EvalContext<'_>) -> Result<Metrics, EvaluatorError> {
         let err = |m: String| EvaluatorError::new("train", m);
-        let overrides = proxy_overrides(ctx.spec, ctx.overrides, &self.split)
-            .map_err(|e| err(e.to_string()))?;
-        let graph = ctx
-            .spec
-            .build(&overrides)
-            .map_err(|e| err(format!("adapting to `{}`: {e}", self.split.name)))?;
+        let failed = |e: TrainError| EvaluatorError::from_source("train", e);
+        let overrides = proxy_overrides(ctx.spec, ctx.overrides, &self.split).map_err(failed)?;
+        let graph = ctx.spec.build(&overrides).map_err(|e| {
+            EvaluatorError::caused_by(
+                "train",
+                format!("adapting to `{}`: {e}", self.split.name),
+                e,
+            )
+        })?;
         let start = Instant::now();
-        let trainer = self.train_once(&graph, ctx.seed).map_err(err)?;
+        let trainer = self.train_once(&graph, ctx.seed).map_err(failed)?;
         let seconds = start.elapsed().as_secs_f64();
         let history = &trainer.history().epochs;
         let last = history
@@ -186,15 +184,18 @@ impl Evaluator for TrainEvaluator {
                 .cloned()
                 .collect();
             with.push(("shuffle".into(), "true".into()));
-            let shuffled = ctx
-                .spec
-                .build(&with)
-                .map_err(|e| err(format!("building the shuffle=true counterpart: {e}")))?;
+            let shuffled = ctx.spec.build(&with).map_err(|e| {
+                EvaluatorError::caused_by(
+                    "train",
+                    format!("building the shuffle=true counterpart: {e}"),
+                    e,
+                )
+            })?;
             let dump = |g: &shufflekit_ir::Graph| shufflekit_ir::text::dump(g, Default::default());
             let acc = if dump(&shuffled) == dump(&graph) {
                 last.test_accuracy
             } else {
-                let t = self.train_once(&shuffled, ctx.seed).map_err(err)?;
+                let t = self.train_once(&shuffled, ctx.seed).map_err(failed)?;
                 t.history()
                     .epochs
                     .last()

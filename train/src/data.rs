@@ -46,6 +46,30 @@ pub enum DataError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A gzip file could not be decompressed.
+    #[error("`{}` is corrupt: bad gzip data: {source}", path.display())]
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: std::io::Error,
+    },
+    /// A text file is not UTF-8.
+    #[error("`{}` is corrupt: not text: {source}", path.display())]
+    NotText {
+        /// The file.
+        path: PathBuf,
+        /// Where the text stops being UTF-8.
+        source: std::str::Utf8Error,
+    },
+    /// An image file could not be decoded.
+    #[error("`{}` is corrupt: cannot decode the image: {source}", path.display())]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: image::ImageError,
+    },
     /// A file's contents are not what its format says.
     #[error("`{}` is corrupt: {message}", path.display())]
     Corrupt {
@@ -90,9 +114,9 @@ pub fn gunzip_if_needed(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataErro
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
             .read_to_end(&mut out)
-            .map_err(|e| DataError::Corrupt {
+            .map_err(|source| DataError::Gzip {
                 path: path.to_path_buf(),
-                message: format!("bad gzip data: {e}"),
+                source,
             })?;
         Ok(out)
     } else {
@@ -337,9 +361,9 @@ pub fn parse_pixel_csv(
         path: path.to_path_buf(),
         message: format!("line {line}: {message}"),
     };
-    let text = std::str::from_utf8(bytes).map_err(|e| DataError::Corrupt {
+    let text = std::str::from_utf8(bytes).map_err(|source| DataError::NotText {
         path: path.to_path_buf(),
-        message: format!("not text: {e}"),
+        source,
     })?;
     let item: usize = shape.iter().product();
     let mut pixels = Vec::new();
@@ -670,9 +694,9 @@ pub fn load_image_folder(dir: &Path, name: String) -> Result<Split, DataError> {
     let mut decoded = Vec::new();
     let mut grey = true;
     for (f, l) in train_files.iter().chain(&test_files) {
-        let img = image::open(f).map_err(|e| DataError::Corrupt {
+        let img = image::open(f).map_err(|source| DataError::Image {
             path: f.clone(),
-            message: format!("cannot decode the image: {e}"),
+            source,
         })?;
         grey &= matches!(
             img.color(),

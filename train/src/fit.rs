@@ -20,7 +20,7 @@ use shufflekit_ir::{Graph, Op};
 use crate::data::{epoch_order, epoch_rng, Augment, Dataset, Split};
 use crate::grad::{softmax_cross_entropy, Mode, Network};
 use crate::optim::{Schedule, ScheduleKind, Sgd};
-use crate::TrainError;
+use crate::{CheckpointProblem, GraphProblem, TrainError};
 
 /// How to train.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,19 +189,20 @@ impl Trainer {
         let net = Network::new(graph)?;
         let shape = split.shape();
         if net.input_shape().dims() != shape {
-            return Err(TrainError::Graph(format!(
-                "the network takes {} but the images of `{}` are {shape:?} (set the spec's resolution and channels)",
-                net.input_shape(),
-                split.name
-            )));
+            return Err(GraphProblem::InputMismatch {
+                input: net.input_shape().clone(),
+                data: split.name.clone(),
+                images: shape,
+            }
+            .into());
         }
         if net.output_shape().dims() != [split.classes()] {
-            return Err(TrainError::Graph(format!(
-                "the network outputs {} but `{}` has {} classes (set the spec's classes; the output must be the logits)",
-                net.output_shape(),
-                split.name,
-                split.classes()
-            )));
+            return Err(GraphProblem::ClassMismatch {
+                output: net.output_shape().clone(),
+                data: split.name.clone(),
+                classes: split.classes(),
+            }
+            .into());
         }
         if split.train.len() < config.batch {
             return Err(TrainError::Config(format!(
@@ -359,11 +360,12 @@ impl Trainer {
     /// `momentum.safetensors` and `state.json` (settings, history, the
     /// graph's fingerprint and the dataset's name).
     pub fn save_checkpoint(&self, dir: &Path, data: &str) -> Result<(), TrainError> {
-        let err = |message: String| TrainError::Checkpoint {
+        let err = |problem: CheckpointProblem| TrainError::Checkpoint {
             path: dir.to_path_buf(),
-            message,
+            problem,
         };
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        let write = |e| err(CheckpointProblem::Write(e));
+        std::fs::create_dir_all(dir).map_err(write)?;
         self.weights.save(dir.join("weights.safetensors"))?;
         self.sgd.buffers.save(dir.join("momentum.safetensors"))?;
         let state = CheckpointState {
@@ -373,12 +375,13 @@ impl Trainer {
             config: self.config.clone(),
             history: self.history.clone(),
         };
-        let json = serde_json::to_string_pretty(&state).map_err(|e| err(e.to_string()))?;
+        let json =
+            serde_json::to_string_pretty(&state).map_err(|e| err(CheckpointProblem::Encode(e)))?;
         // Written last and renamed into place, so a checkpoint with a state
         // file is complete.
         let tmp = dir.join("state.json.tmp");
-        std::fs::write(&tmp, json).map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, dir.join("state.json")).map_err(|e| err(e.to_string()))?;
+        std::fs::write(&tmp, json).map_err(write)?;
+        std::fs::rename(&tmp, dir.join("state.json")).map_err(write)?;
         Ok(())
     }
 
@@ -392,28 +395,26 @@ impl Trainer {
         dir: &Path,
         data: &str,
     ) -> Result<Trainer, TrainError> {
-        let err = |message: String| TrainError::Checkpoint {
+        let err = |problem: CheckpointProblem| TrainError::Checkpoint {
             path: dir.to_path_buf(),
-            message,
+            problem,
         };
         let mut t = Trainer::new(graph, split, config)?;
         let text = std::fs::read_to_string(dir.join("state.json"))
-            .map_err(|e| err(format!("cannot read state.json: {e}")))?;
-        let state: CheckpointState = serde_json::from_str(&text)
-            .map_err(|e| err(format!("state.json is not a checkpoint: {e}")))?;
+            .map_err(|e| err(CheckpointProblem::ReadState(e)))?;
+        let state: CheckpointState =
+            serde_json::from_str(&text).map_err(|e| err(CheckpointProblem::Decode(e)))?;
         if state.format != CHECKPOINT_FORMAT {
-            return Err(err(format!("unknown format `{}`", state.format)));
+            return Err(err(CheckpointProblem::UnknownFormat(state.format)));
         }
         if state.graph != fingerprint(graph) {
-            return Err(err(
-                "it was written for another network (the spec or --set differ)".into(),
-            ));
+            return Err(err(CheckpointProblem::OtherNetwork));
         }
         if state.data != data {
-            return Err(err(format!(
-                "it was trained on `{}`, not `{data}`",
-                state.data
-            )));
+            return Err(err(CheckpointProblem::OtherData {
+                trained_on: state.data,
+                data: data.to_string(),
+            }));
         }
         let mut a = state.config.clone();
         let mut b = t.config.clone();
@@ -422,9 +423,8 @@ impl Trainer {
             b.epochs = 0;
         }
         if a != b {
-            return Err(err(format!(
-                "it was written with other settings: {}",
-                serde_json::to_string(&state.config).unwrap_or_default()
+            return Err(err(CheckpointProblem::OtherSettings(
+                serde_json::to_string(&state.config).unwrap_or_default(),
             )));
         }
         let weights = Weights::load(dir.join("weights.safetensors"))?;

@@ -45,11 +45,12 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use shufflekit_ir::ops::{Activation, Conv2d, ConvGeometry, Op, Pool, WeightKey};
 use shufflekit_ir::tensor::Tensor;
+use shufflekit_ir::verify::{self, VerifyErrors};
 use shufflekit_ir::weights::Weights;
-use shufflekit_ir::{verify, Graph, NodeId, Shape};
+use shufflekit_ir::{Graph, NodeId, Shape};
 
 use crate::kernels::{self, gemm, ConvGeom, Strides, Window};
-use crate::TrainError;
+use crate::{GraphProblem, TrainError};
 
 /// Batch norm statistics: training mode normalises with the batch's,
 /// inference mode with the running ones.
@@ -117,25 +118,12 @@ impl Network {
     /// Prepares a graph: it must verify, have exactly one input and an
     /// output node.
     pub fn new(graph: &Graph) -> Result<Network, TrainError> {
-        verify::verify(graph).map_err(|errors| {
-            TrainError::Graph(
-                errors
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        verify::verify(graph).map_err(|errors| GraphProblem::Invalid(VerifyErrors(errors)))?;
         let inputs = graph.input_nodes();
         if inputs.len() != 1 {
-            return Err(TrainError::Graph(format!(
-                "the graph has {} input nodes; training needs exactly one",
-                inputs.len()
-            )));
+            return Err(GraphProblem::InputCount(inputs.len()).into());
         }
-        let out = graph
-            .output()
-            .ok_or_else(|| TrainError::Graph("the graph has no output".into()))?;
+        let out = graph.output().ok_or(GraphProblem::NoOutput)?;
         let mut needed = std::collections::HashSet::new();
         let mut stack = vec![out];
         while let Some(id) = stack.pop() {
@@ -144,9 +132,7 @@ impl Network {
             }
         }
         if !needed.contains(&inputs[0]) {
-            return Err(TrainError::Graph(
-                "the output does not depend on the input".into(),
-            ));
+            return Err(GraphProblem::Disconnected.into());
         }
         let ids: Vec<NodeId> = graph.nodes().filter(|id| needed.contains(id)).collect();
         let pos: HashMap<NodeId, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();

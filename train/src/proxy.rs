@@ -13,7 +13,7 @@ use shufflekit_ir::spec::Spec;
 use shufflekit_ir::Graph;
 
 use crate::data::Split;
-use crate::TrainError;
+use crate::{GraphProblem, TrainError};
 
 /// The spec parameters the proxy task sets.
 pub const RESOLUTION: &str = "resolution";
@@ -60,21 +60,25 @@ pub fn proxy_overrides(
             out.push((name.to_string(), value));
             Ok(())
         } else if needed {
-            Err(TrainError::Graph(format!(
-                "the spec `{}` has no `{name}` parameter, so it cannot be adapted to `{}` ({c}x{h}x{w} images, {} classes)",
-                spec.name,
-                split.name,
-                split.classes()
-            )))
+            Err(GraphProblem::MissingParam {
+                spec: spec.name.clone(),
+                param: name.to_string(),
+                data: split.name.clone(),
+                images: [c, h, w],
+                classes: split.classes(),
+            }
+            .into())
         } else {
             Ok(())
         }
     };
     if h != w {
-        return Err(TrainError::Graph(format!(
-            "`{}` has {h}x{w} images; the `resolution` parameter makes square inputs",
-            split.name
-        )));
+        return Err(GraphProblem::NotSquare {
+            data: split.name.clone(),
+            height: h,
+            width: w,
+        }
+        .into());
     }
     set(RESOLUTION, h.to_string(), true)?;
     set(CHANNELS, c.to_string(), true)?;
@@ -92,13 +96,14 @@ pub fn proxy_task(
     split: &Split,
     convention: Convention,
 ) -> Result<ProxyTask, TrainError> {
-    let deployment = spec
-        .build(base)
-        .map_err(|e| TrainError::Graph(e.to_string()))?;
+    let deployment = spec.build(base).map_err(GraphProblem::Spec)?;
     let overrides = proxy_overrides(spec, base, split)?;
     let trained = spec
         .build(&overrides)
-        .map_err(|e| TrainError::Graph(format!("adapting to `{}`: {e}", split.name)))?;
+        .map_err(|source| GraphProblem::Adapt {
+            data: split.name.clone(),
+            source,
+        })?;
     let deployment_cost = cost::count(&deployment, convention);
     let trained_cost = cost::count(&trained, convention);
     let changed: Vec<String> = overrides
