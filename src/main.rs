@@ -18,9 +18,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shufflekit_ir::cost::{self, Convention, Cost};
-use shufflekit_ir::spec::{self, SpecError};
 use shufflekit_ir::text::{self, DumpOptions};
 use shufflekit_ir::Graph;
+use shufflekit_spec::SpecError;
 
 #[derive(Parser)]
 #[command(
@@ -142,9 +142,9 @@ fn load(args: &SpecArgs) -> anyhow::Result<Graph> {
     let overrides = args
         .set
         .iter()
-        .map(|s| spec::parse_override(s))
+        .map(|s| shufflekit_spec::parse_override(s))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(spec::load(&args.spec, &overrides)?)
+    Ok(shufflekit_spec::load(&args.spec, &overrides)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -207,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => onnx_cmd::export(&args, &mut out)?,
         Command::Import(args) => onnx_cmd::import(&args, &mut out)?,
         Command::Params { spec: path } => {
-            let parsed = spec::Spec::parse_file(&path)?;
+            let parsed = shufflekit_spec::Spec::parse_file(&path)?;
             for (name, value) in parsed.param_defaults()? {
                 writeln!(out, "{name} = {value}")?;
             }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use shufflekit_ir::cost::Convention;
-use shufflekit_ir::spec::{self, Spec};
 use shufflekit_reports::training::write_training_report;
 use shufflekit_search::evaluator::metric;
 use shufflekit_search::space::{parse_bytes, parse_duration, SpaceFile};
@@ -17,6 +16,7 @@ use shufflekit_search::{
     Constraints, CountScope, Counting, ExistingResults, LatencyEvaluator, LatencyOptions,
     Objective, PaperEvaluator, ProxyEvaluator, ProxyOptions, Results, Search, Shard, Status, Sweep,
 };
+use shufflekit_spec::Spec;
 
 /// Options of `shufflekit search`.
 #[derive(clap::Args)]
@@ -190,7 +190,7 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     }
     let mut sets = file.sets(&file_path)?;
     for s in &args.set {
-        let (k, v) = spec::parse_override(s)?;
+        let (k, v) = shufflekit_spec::parse_override(s)?;
         sets.retain(|(f, _)| *f != k);
         sets.push((k, v));
     }

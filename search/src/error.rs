@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use shufflekit_ir::spec::SpecError;
+use shufflekit_spec::SpecError;
 
 /// Why a search could not be set up, run or its results read.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shufflekit_ir::cost::{self, Convention};
-use shufflekit_ir::spec::Spec;
 use shufflekit_ir::text::{self, DumpOptions};
+use shufflekit_spec::Spec;
 use shufflekit_test_support::scale::{self, Layout};
 
 const SIZES: [usize; 3] = [10_000, 30_000, 100_000];

@@ -7,15 +7,15 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::expr::{self, Value};
-use super::yaml::{self, Loc, ScalarStyle, Yaml, YamlKind};
-use super::{Overrides, ParamValues, SpecError, SpecErrorInfo, MAX_SPEC_BYTES};
-use crate::graph::{Graph, NodeId, SourceLoc};
-use crate::ops::{
+use crate::expr::{self, Value};
+use crate::yaml::{self, Loc, ScalarStyle, Yaml, YamlKind};
+use crate::{Overrides, ParamValues, SpecError, SpecErrorInfo, MAX_SPEC_BYTES};
+use shufflekit_ir::graph::{Graph, NodeId, SourceLoc};
+use shufflekit_ir::ops::{
     BatchNorm, ChannelShuffle, ChannelSlice, Concat, Conv2d, Linear, Op, Pool, SpecSyntax,
     SPEC_SYNTAX,
 };
-use crate::shape::{Shape, MAX_DIM};
+use shufflekit_ir::shape::{Shape, MAX_DIM};
 
 /// The most nodes one spec may expand to.
 pub const MAX_NODES: usize = 100_000;
@@ -878,7 +878,7 @@ impl<'s> Builder<'s> {
         } else {
             self.graph.set_output(ctx.prev);
         }
-        if let Err(errors) = crate::verify::verify(&self.graph) {
+        if let Err(errors) = shufflekit_ir::verify::verify(&self.graph) {
             let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             return Err(SpecError::global(
                 &spec.files[0].name,

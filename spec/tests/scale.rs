@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use shufflekit_ir::cost::{self, Convention};
-use shufflekit_ir::spec::{Spec, MAX_NODES};
 use shufflekit_ir::text::{self, DumpOptions};
+use shufflekit_spec::{Spec, MAX_NODES};
 use shufflekit_test_support::scale::{self, Layout};
 
 fn build(layout: Layout, nodes: usize) -> shufflekit_ir::Graph {
