@@ -31,6 +31,7 @@ pub mod expr;
 pub mod yaml;
 
 mod expand;
+mod load;
 mod write;
 
 use std::collections::BTreeMap;
@@ -40,8 +41,9 @@ use std::sync::Arc;
 
 use shufflekit_ir::graph::Graph;
 
-pub use expand::{Block, Spec, MAX_NODES, MAX_REPEAT, MAX_STEPS};
+pub use expand::{MAX_NODES, MAX_REPEAT, MAX_STEPS};
 pub use expr::Value;
+pub use load::{Block, Spec};
 pub use write::{write_flat, SpecHeader, SpecWriteError};
 
 /// The largest spec file read, in bytes.

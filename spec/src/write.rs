@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 
-use crate::expand::is_layer_name;
+use crate::load::is_layer_name;
 use shufflekit_ir::graph::Graph;
 use shufflekit_ir::ops::{Op, SpecSyntax};
 
