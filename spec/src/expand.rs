@@ -6,7 +6,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::expr::{self, Value};
-use crate::load::{canonical_op, is_identifier, is_layer_name, suggest, token_len};
+use crate::load::{canonical_op, is_identifier, is_layer_name};
+use crate::source::{suggest, token_len};
 use crate::yaml::{Loc, ScalarStyle, Yaml, YamlKind};
 use crate::{Overrides, ParamValues, Spec, SpecError};
 use shufflekit_ir::graph::{Graph, NodeId, SourceLoc};

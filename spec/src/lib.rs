@@ -32,6 +32,7 @@ pub mod yaml;
 
 mod expand;
 mod load;
+mod source;
 mod write;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,7 @@ use shufflekit_ir::graph::Graph;
 pub use expand::{MAX_NODES, MAX_REPEAT, MAX_STEPS};
 pub use expr::Value;
 pub use load::{Block, Spec};
+pub use source::SourceFile;
 pub use write::{write_flat, SpecHeader, SpecWriteError};
 
 /// The largest spec file read, in bytes.

@@ -3,13 +3,12 @@
 //! values, blocks and the layer list, still unevaluated). Expansion into a
 //! graph is in `expand.rs`.
 
+use crate::source::{read_limited, SourceFile};
+use crate::yaml::{Loc, ScalarStyle, Yaml, YamlKind};
+use crate::SpecError;
+use shufflekit_ir::ops::SpecSyntax;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use crate::yaml::{self, Loc, ScalarStyle, Yaml, YamlKind};
-use crate::{SpecError, SpecErrorInfo, MAX_SPEC_BYTES};
-use shufflekit_ir::ops::SpecSyntax;
 
 /// The most files one spec may import, directly or not.
 const MAX_FILES: usize = 64;
@@ -20,11 +19,6 @@ const STRUCTURAL: &[&str] = &["seq", "repeat", "if"];
 /// The layer key an op key or alias stands for.
 pub(crate) fn canonical_op(key: &str) -> Option<&'static str> {
     SpecSyntax::find(key).map(|s| s.key)
-}
-
-pub(crate) struct SourceFile {
-    pub(crate) name: Arc<str>,
-    pub(crate) text: Arc<str>,
 }
 
 /// A reusable block: named arguments, derived values and a layer list.
@@ -61,30 +55,6 @@ pub struct Spec {
     pub(crate) output: Option<Yaml>,
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let mut cut = offset;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let before = &text[..cut];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    (line, before[line_start..].chars().count() + 1)
-}
-
-/// Length of the token starting at `offset`, for underlining.
-pub(crate) fn token_len(text: &str, offset: usize) -> usize {
-    text.get(offset..)
-        .map(|rest| {
-            rest.find(['\n', ',', '}', ']', ':'])
-                .unwrap_or(rest.len())
-                .max(1)
-                .min(rest.len())
-        })
-        .unwrap_or(0)
-}
-
 pub(crate) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -98,32 +68,6 @@ pub(crate) fn is_layer_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// The closest candidate by edit distance, for "did you mean" notes.
-pub(crate) fn suggest<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut cur = vec![i + 1];
-            for (j, cb) in b.iter().enumerate() {
-                let sub = prev[j] + usize::from(ca != *cb);
-                cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-            }
-            prev = cur;
-        }
-        prev[b.len()]
-    }
-    candidates
-        .into_iter()
-        .map(|c| (distance(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len())
-        .min()
-        .map(|(_, c)| c)
-}
-
 fn map_entries(node: &Yaml) -> Option<&[(Yaml, Yaml)]> {
     match &node.kind {
         YamlKind::Map(entries) => Some(entries),
@@ -135,7 +79,7 @@ impl Spec {
     /// Reads and parses a spec file and the files it imports.
     pub fn parse_file(path: &Path) -> Result<Spec, SpecError> {
         let name = path.display().to_string();
-        let text = read_limited(path, &name)?;
+        let text = read_limited(path, &name, "the spec")?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Spec::parse(&text, &name, &base)
     }
@@ -232,19 +176,8 @@ impl Spec {
     }
 
     fn add_file(&mut self, name: &str, text: &str) -> Result<Yaml, SpecError> {
-        self.files.push(SourceFile {
-            name: name.into(),
-            text: text.into(),
-        });
-        let file = self.files.len() - 1;
-        yaml::parse(text).map_err(|e| {
-            let loc = e.loc.unwrap_or(Loc {
-                line: 1,
-                col: 1,
-                offset: 0,
-            });
-            self.error(file, loc, 1, format!("invalid YAML: {}", e.message))
-        })
+        self.files.push(SourceFile::new(name, text));
+        self.files[self.files.len() - 1].parse_yaml()
     }
 
     fn import(
@@ -284,7 +217,7 @@ impl Spec {
                 ));
             }
             let name = path.display().to_string();
-            let text = read_limited(&path, &name).map_err(|mut e| {
+            let text = read_limited(&path, &name, "the spec").map_err(|mut e| {
                 let at = self.error(file, item.loc, rel.len(), e.message.clone());
                 e.notes
                     .push(format!("imported at {}:{}:{}", at.file, at.line, at.col));
@@ -493,20 +426,11 @@ impl Spec {
     }
 
     pub(crate) fn key_str<'y>(&self, file: usize, key: &'y Yaml) -> Result<&'y str, SpecError> {
-        key.as_str().ok_or_else(|| {
-            self.error(
-                file,
-                key.loc,
-                1,
-                format!("keys must be names, found {}", key.type_name()),
-            )
-        })
+        self.files[file].key_str(key)
     }
 
     pub(crate) fn string(&self, file: usize, node: &Yaml, what: &str) -> Result<String, SpecError> {
-        node.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| self.type_error(file, node, &format!("`{what}`"), "a string"))
+        self.files[file].string(node, what)
     }
 
     pub(crate) fn unknown_key(
@@ -517,17 +441,7 @@ impl Spec {
         valid: &[&str],
         what: &str,
     ) -> SpecError {
-        let mut e = self.error(
-            file,
-            key.loc,
-            name.len(),
-            format!("unknown {what} `{name}`"),
-        );
-        if let Some(s) = suggest(name, valid.iter().copied()) {
-            e.notes.push(format!("did you mean `{s}`?"));
-        }
-        e.notes.push(format!("valid: {}", valid.join(", ")));
-        e
+        self.files[file].unknown_key(key, name, valid, what)
     }
 
     pub(crate) fn type_error(
@@ -537,32 +451,11 @@ impl Spec {
         what: &str,
         expected: &str,
     ) -> SpecError {
-        self.error(
-            file,
-            node.loc,
-            token_len(&self.files[file].text, node.loc.offset),
-            format!("{what} must be {expected}, found {}", node.type_name()),
-        )
+        self.files[file].type_error(node, what, expected)
     }
 
     pub(crate) fn error(&self, file: usize, loc: Loc, len: usize, message: String) -> SpecError {
-        let f = &self.files[file];
-        let (line, col) = if loc.line == 0 {
-            line_col(&f.text, loc.offset)
-        } else {
-            (loc.line, loc.col)
-        };
-        SpecError::from(SpecErrorInfo {
-            file: f.name.clone(),
-            source: f.text.clone(),
-            offset: loc.offset.min(f.text.len()),
-            len: len.min(f.text.len().saturating_sub(loc.offset)),
-            line,
-            col,
-            layer: None,
-            message,
-            notes: Vec::new(),
-        })
+        self.files[file].error(loc, len, message)
     }
 
     pub(crate) fn error_at_offset(
@@ -572,8 +465,7 @@ impl Spec {
         len: usize,
         message: String,
     ) -> SpecError {
-        let (line, col) = line_col(&self.files[file].text, offset);
-        self.error(file, Loc { line, col, offset }, len, message)
+        self.files[file].error_at_offset(offset, len, message)
     }
 }
 
@@ -589,32 +481,4 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
     }
-}
-
-fn read_limited(path: &Path, name: &str) -> Result<String, SpecError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| SpecError::global(name, format!("cannot read the spec: {e}")))?;
-    if !meta.is_file() {
-        return Err(SpecError::global(name, "cannot read the spec: not a file"));
-    }
-    if meta.len() > MAX_SPEC_BYTES {
-        return Err(SpecError::global(
-            name,
-            format!(
-                "the spec is {} bytes, more than the limit of {MAX_SPEC_BYTES}",
-                meta.len()
-            ),
-        ));
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| SpecError::global(name, format!("cannot read the spec: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| {
-        SpecError::global(
-            name,
-            format!(
-                "the spec is not UTF-8 text (byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
 }
