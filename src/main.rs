@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use shufflekit_ir::cost::{self, Convention, Cost};
 use shufflekit_ir::text::{self, DumpOptions};
 use shufflekit_ir::Graph;
+use shufflekit_search::error::SearchError;
 use shufflekit_spec::SpecError;
 
 #[derive(Parser)]
@@ -128,14 +129,24 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(spec_error) = e.downcast_ref::<SpecError>() {
-                eprint!("{}", diag::render(spec_error));
+            if let Some(located) = located_error(&e) {
+                eprint!("{}", diag::render(located));
             } else {
                 eprintln!("error: {}", diag::one_line(&e));
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The located error behind `e`, if it has one: a spec error, or a search
+/// space file's.
+fn located_error(e: &anyhow::Error) -> Option<&SpecError> {
+    e.downcast_ref::<SpecError>()
+        .or_else(|| match e.downcast_ref::<SearchError>() {
+            Some(SearchError::SpaceFile { source }) => Some(source),
+            _ => None,
+        })
 }
 
 fn load(args: &SpecArgs) -> anyhow::Result<Graph> {
