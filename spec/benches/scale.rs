@@ -2,7 +2,7 @@
 //! verifier), counting and the text form of generated specs of 10k, 30k and
 //! 100k layers. Each step must grow no worse than n log n in the number of
 //! layers (issue 15; a flat spec of 20,000 `relu`s used to take 148 s).
-//! `cargo bench -p shufflekit-ir --bench scale`.
+//! `cargo bench -p shufflekit-spec --bench scale`.
 
 use std::path::Path;
 use std::time::Duration;

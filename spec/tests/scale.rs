@@ -1,7 +1,7 @@
 //! Specs of the documented limit, 100,000 layers, check and count: every
 //! step is linear, and none recurses once per layer (a chain this long
 //! overflowed the stack in the cycle check). Timing is the benchmark's job
-//! (`cargo bench -p shufflekit-ir --bench scale`); these check the results.
+//! (`cargo bench -p shufflekit-spec --bench scale`); these check the results.
 
 use std::path::Path;
 
