@@ -6,7 +6,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use shufflekit_ir::cost::{self, Convention};
-use shufflekit_ir::spec::Spec;
+use shufflekit_spec::Spec;
 
 fn bench(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/shufflenet_v1.yaml");

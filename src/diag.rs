@@ -4,7 +4,7 @@
 use codespan_reporting::diagnostic::{Diagnostic, Label};
 use codespan_reporting::files::SimpleFile;
 use codespan_reporting::term::{self, Config};
-use shufflekit_ir::spec::SpecError;
+use shufflekit_spec::SpecError;
 
 /// The error as text: `error: message`, `--> file:line:col`, the source line
 /// with the offending text underlined, and notes.

@@ -18,9 +18,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shufflekit_ir::cost::{self, Convention, Cost};
-use shufflekit_ir::spec::{self, SpecError};
 use shufflekit_ir::text::{self, DumpOptions};
 use shufflekit_ir::Graph;
+use shufflekit_search::error::SearchError;
+use shufflekit_spec::SpecError;
 
 #[derive(Parser)]
 #[command(
@@ -128,8 +129,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(spec_error) = e.downcast_ref::<SpecError>() {
-                eprint!("{}", diag::render(spec_error));
+            if let Some(located) = located_error(&e) {
+                eprint!("{}", diag::render(located));
             } else {
                 eprintln!("error: {}", diag::one_line(&e));
             }
@@ -138,13 +139,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The located error behind `e`, if it has one: a spec error, or a search
+/// space file's.
+fn located_error(e: &anyhow::Error) -> Option<&SpecError> {
+    e.downcast_ref::<SpecError>()
+        .or_else(|| match e.downcast_ref::<SearchError>() {
+            Some(SearchError::SpaceFile { source }) => Some(source),
+            _ => None,
+        })
+}
+
 fn load(args: &SpecArgs) -> anyhow::Result<Graph> {
     let overrides = args
         .set
         .iter()
-        .map(|s| spec::parse_override(s))
+        .map(|s| shufflekit_spec::parse_override(s))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(spec::load(&args.spec, &overrides)?)
+    Ok(shufflekit_spec::load(&args.spec, &overrides)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -207,7 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => onnx_cmd::export(&args, &mut out)?,
         Command::Import(args) => onnx_cmd::import(&args, &mut out)?,
         Command::Params { spec: path } => {
-            let parsed = spec::Spec::parse_file(&path)?;
+            let parsed = shufflekit_spec::Spec::parse_file(&path)?;
             for (name, value) in parsed.param_defaults()? {
                 writeln!(out, "{name} = {value}")?;
             }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use shufflekit_ir::spec;
 use shufflekit_ir::weights::{InitOptions, Weights};
 
 use crate::SpecArgs;
@@ -90,7 +89,7 @@ pub(crate) fn import(args: &ImportArgs, out: &mut impl Write) -> anyhow::Result<
     std::fs::write(&spec_path, &imported.spec)
         .with_context(|| format!("writing `{}`", spec_path.display()))?;
     imported.weights.save(&weights_path)?;
-    let graph = spec::load(&spec_path, &[])?;
+    let graph = shufflekit_spec::load(&spec_path, &[])?;
     writeln!(
         out,
         "wrote {} ({} layers) and {} ({} tensors)",

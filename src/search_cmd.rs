@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use shufflekit_ir::cost::Convention;
-use shufflekit_ir::spec::{self, Spec};
 use shufflekit_reports::training::write_training_report;
 use shufflekit_search::evaluator::metric;
 use shufflekit_search::space::{parse_bytes, parse_duration, SpaceFile};
@@ -17,6 +16,7 @@ use shufflekit_search::{
     Constraints, CountScope, Counting, ExistingResults, LatencyEvaluator, LatencyOptions,
     Objective, PaperEvaluator, ProxyEvaluator, ProxyOptions, Results, Search, Shard, Status, Sweep,
 };
+use shufflekit_spec::Spec;
 
 /// Options of `shufflekit search`.
 #[derive(clap::Args)]
@@ -181,16 +181,15 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         Some(p) => SpaceFile::read(p)?,
         None => SpaceFile::default(),
     };
-    let file_path = args.space.clone().unwrap_or_default();
-    let mut sweeps = file.sweeps(&file_path)?;
+    let mut sweeps = file.sweeps.clone();
     for s in &args.sweep {
         let sweep = Sweep::parse(s)?;
         sweeps.retain(|f| f.param != sweep.param);
         sweeps.push(sweep);
     }
-    let mut sets = file.sets(&file_path)?;
+    let mut sets = file.sets.clone();
     for s in &args.set {
-        let (k, v) = spec::parse_override(s)?;
+        let (k, v) = shufflekit_spec::parse_override(s)?;
         sets.retain(|(f, _)| *f != k);
         sets.push((k, v));
     }
@@ -209,12 +208,9 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .unwrap_or_else(|| "all".into());
     let scope = CountScope::from_name(&scope_name)
         .with_context(|| format!("unknown --count `{scope_name}` (all, conv)"))?;
-    let max_memory = match (&args.max_memory, &file.max_memory) {
-        (Some(m), _) => Some(parse_bytes(m)?),
-        (None, Some(v)) => Some(parse_bytes(
-            &serde_yaml_scalar(v).context("max_memory in the space file must be a size")?,
-        )?),
-        (None, None) => None,
+    let max_memory = match &args.max_memory {
+        Some(m) => Some(parse_bytes(m)?),
+        None => file.max_memory,
     };
     let constraints = Constraints {
         budget_m: args.budget.or(file.budget),
@@ -362,15 +358,6 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn serde_yaml_scalar(v: &impl serde::Serialize) -> Option<String> {
-    let j = serde_json::to_value(v).ok()?;
-    match j {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 fn print_summary(

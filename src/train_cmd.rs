@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use shufflekit_ir::cost::Convention;
-use shufflekit_ir::spec::{self, Spec};
 use shufflekit_reports::curves::learning_curves;
+use shufflekit_spec::Spec;
 use shufflekit_train::data::{Augment, DataSource};
 use shufflekit_train::fit::checkpoint_dir;
 use shufflekit_train::optim::ScheduleKind;
@@ -89,7 +89,7 @@ pub fn train(args: &TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let overrides = args
         .set
         .iter()
-        .map(|s| spec::parse_override(s))
+        .map(|s| shufflekit_spec::parse_override(s))
         .collect::<Result<Vec<_>, _>>()?;
     let source = DataSource::parse(&args.data);
     let split = source.load()?;

@@ -14,7 +14,6 @@ use proptest::prelude::*;
 
 use shufflekit_ir::eval;
 use shufflekit_ir::input::{random_input, write_npy};
-use shufflekit_ir::spec;
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::{InitOptions, Weights};
 
@@ -133,9 +132,9 @@ fn execute(exe: &Path, target: &str, args: &[&str], out: &Path) -> (Vec<f32>, St
 fn reference(spec_path: &str, sets: &[&str], batch: usize) -> (Tensor, Tensor) {
     let overrides = sets
         .iter()
-        .map(|s| spec::parse_override(s).unwrap())
+        .map(|s| shufflekit_spec::parse_override(s).unwrap())
         .collect::<Vec<_>>();
-    let graph = spec::load(&root().join(spec_path), &overrides).unwrap();
+    let graph = shufflekit_spec::load(&root().join(spec_path), &overrides).unwrap();
     let weights = Weights::init(
         &graph,
         &InitOptions {

@@ -91,11 +91,11 @@ fn check_prints_a_deterministic_ir() {
 
 #[test]
 fn a_bad_spec_exits_non_zero_and_shows_the_line() {
-    let o = shufflekit(&["check", "ir/tests/bad_specs/groups_not_dividing.yaml"]);
+    let o = shufflekit(&["check", "spec/tests/bad_specs/groups_not_dividing.yaml"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
-        err.contains("ir/tests/bad_specs/groups_not_dividing.yaml:6:"),
+        err.contains("spec/tests/bad_specs/groups_not_dividing.yaml:6:"),
         "{err}"
     );
     assert!(err.contains("layer `pw`"), "{err}");

@@ -7,13 +7,13 @@ use std::error::Error;
 use std::path::PathBuf;
 
 use shufflekit_ir::input::InputError;
-use shufflekit_ir::spec;
 use shufflekit_ir::verify::VerifyErrors;
 use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_ir::{Graph, Shape};
 use shufflekit_jit::{CompileOptions, JitError, Model};
 use shufflekit_search::train::{TrainEvalOptions, TrainEvaluator};
 use shufflekit_search::{EvaluatorError, SearchError};
+use shufflekit_spec as spec;
 use shufflekit_train::{DataError, DataSource, GraphProblem, Network, TrainError};
 
 /// The first error of type `T` in the chain that starts at `e`.

@@ -297,3 +297,75 @@ fn shard_slurm_reads_the_array_task_and_failed_candidates_do_not_fail_the_run() 
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn space_files_are_read_and_their_errors_show_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let space = dir.path().join("space.yaml");
+    std::fs::write(
+        &space,
+        "sweep:\n  groups: [1, 2]\nset: {width: 0.5}\nconvention: macs\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "search",
+        "specs/shufflenet_v1.yaml",
+        "--space",
+        space.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = text(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", text(&o.stderr));
+    // Both groups are evaluated, at the file's width 0.5 (ShuffleNet 0.5x
+    // g=1 has 38.5M MACs; 1x has 143M).
+    assert!(stdout.contains("(2 evaluated now"), "{stdout}");
+    assert!(stdout.contains("groups=1@mflops=38.5"), "{stdout}");
+    assert!(stdout.contains("groups=2@"), "{stdout}");
+    // Each located error: the message, file:line:col and the line itself.
+    let cases = [
+        (
+            "sweep: {groups: [1, 2]}\nbudgett: 140\n",
+            "unknown key `budgett`",
+            "2:1",
+            "budgett: 140",
+        ),
+        (
+            "sweep:\n  width: \"2:1:0.1\"\n",
+            "below its start",
+            "2:10",
+            "width: \"2:1:0.1\"",
+        ),
+        (
+            "budget: lots\n",
+            "`budget` must be a number",
+            "1:9",
+            "budget: lots",
+        ),
+        ("sweep: [1, 2\n", "invalid YAML", "2:1", ""),
+    ];
+    for (yaml, message, line_col, line) in cases {
+        std::fs::write(&space, yaml).unwrap();
+        let o = run(&[
+            "search",
+            "specs/shufflenet_v1.yaml",
+            "--space",
+            space.to_str().unwrap(),
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = text(&o.stderr);
+        assert!(!o.status.success(), "{yaml:?} succeeded");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(stderr.contains(message), "{yaml:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("space.yaml:{line_col}")),
+            "{yaml:?}: {stderr}"
+        );
+        assert!(stderr.contains(line), "{yaml:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -119,7 +119,7 @@ fn train_writes_weights_curves_checkpoint_and_resumes() {
     assert_eq!(history.matches("\"epoch\"").count(), 2, "{history}");
     // The weights load and fit the network `shufflekit run` builds.
     let w = shufflekit_ir::weights::Weights::load(&out).unwrap();
-    let g = shufflekit_ir::spec::load_str(SPEC, "small.yaml", &[]).unwrap();
+    let g = shufflekit_spec::load_str(SPEC, "small.yaml", &[]).unwrap();
     w.check(&g).unwrap();
 }
 

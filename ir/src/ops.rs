@@ -595,7 +595,7 @@ pub struct Linear {
 
 /// How a spec layer names an op: `- conv: {name: c1, out: 24, kernel: 3}`.
 /// The spec parser accepts exactly these keys and fields; the spec writer
-/// ([`crate::spec::write_flat`]) writes them.
+/// (`shufflekit_spec::write_flat`, in the crate built on this one) writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecSyntax {
     /// The layer key.

@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shufflekit_ir::input::random_input;
-use shufflekit_ir::spec;
 use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_jit::{optimize, CompileOptions, Model};
 
 fn shufflenet() -> (shufflekit_ir::Graph, Weights) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/shufflenet_v1.yaml");
-    let graph = spec::load(&path, &[]).expect("spec");
+    let graph = shufflekit_spec::load(&path, &[]).expect("spec");
     let weights = Weights::init(
         &graph,
         &InitOptions {

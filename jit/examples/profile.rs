@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use shufflekit_ir::input::random_input;
-use shufflekit_ir::spec;
 use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_jit::{optimize, CompileOptions, Model};
 
@@ -25,7 +24,7 @@ fn main() {
     // SPEC=specs/other.yaml (relative to the workspace) profiles another spec.
     let spec = std::env::var("SPEC").unwrap_or_else(|_| "specs/shufflenet_v1.yaml".into());
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(spec);
-    let graph = spec::load(&path, &sets).expect("spec");
+    let graph = shufflekit_spec::load(&path, &sets).expect("spec");
     let weights = Weights::init(
         &graph,
         &InitOptions {

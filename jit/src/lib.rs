@@ -10,7 +10,7 @@
 //! layout and passed by pointer, so new weights need no recompilation.
 //!
 //! ```
-//! use shufflekit_ir::{spec, tensor::Tensor, weights::{InitOptions, Weights}};
+//! use shufflekit_ir::{tensor::Tensor, weights::{InitOptions, Weights}};
 //! use shufflekit_jit::{CompileOptions, Model};
 //! let src = "
 //! name: tiny
@@ -22,7 +22,7 @@
 //!   - flatten
 //!   - linear: {out: 10}
 //! ";
-//! let graph = spec::load_str(src, "tiny.yaml", &[]).unwrap();
+//! let graph = shufflekit_spec::load_str(src, "tiny.yaml", &[]).unwrap();
 //! let weights = Weights::init(&graph, &InitOptions::default());
 //! let mut model = Model::compile(&graph, &weights, &CompileOptions::default()).unwrap();
 //! let input = Tensor::full(vec![2, 3, 16, 16], 0.5).unwrap();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_close, check, run_both, weights};
 use shufflekit_ir::input::random_input;
-use shufflekit_ir::{spec, Graph};
+use shufflekit_ir::Graph;
 use shufflekit_jit::{CompileOptions, JitError, Model};
 
 fn specs_dir() -> PathBuf {
@@ -19,7 +19,7 @@ fn load(name: &str, sets: &[(&str, &str)]) -> Graph {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    spec::load(&specs_dir().join(name), &overrides).expect("spec loads")
+    shufflekit_spec::load(&specs_dir().join(name), &overrides).expect("spec loads")
 }
 
 #[test]

@@ -141,10 +141,8 @@ fn canonical(p: &Path) -> std::io::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use shufflekit_ir::spec;
     use shufflekit_ir::weights::{InitOptions, Weights};
+    use std::path::Path;
 
     use crate::proto::Model;
 
@@ -167,7 +165,7 @@ layers:
         data_name: &str,
         edit: impl Fn(&str, u64, u64) -> (String, String, String),
     ) -> std::path::PathBuf {
-        let graph = spec::load_str(TINY, "tiny.yaml", &[]).unwrap();
+        let graph = shufflekit_spec::load_str(TINY, "tiny.yaml", &[]).unwrap();
         let weights = Weights::init(&graph, &InitOptions::default());
         let bytes = crate::export(&graph, &weights).unwrap();
         let mut model = Model::decode(&bytes).unwrap();
@@ -205,7 +203,7 @@ layers:
         let dir = tempfile::tempdir().unwrap();
         let path = model_with_external_data(dir.path(), "model.onnx.data", same);
         let imported = crate::import_file(&path).unwrap();
-        let graph = spec::load_str(TINY, "tiny.yaml", &[]).unwrap();
+        let graph = shufflekit_spec::load_str(TINY, "tiny.yaml", &[]).unwrap();
         let weights = Weights::init(&graph, &InitOptions::default());
         assert_eq!(
             imported.weights.get("c1.weight"),

@@ -23,7 +23,7 @@ use shufflekit_ir::ops::{
 };
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::Weights;
-use shufflekit_ir::{spec, Graph, NodeId, Shape};
+use shufflekit_ir::{Graph, NodeId, Shape};
 
 use crate::fold::{self, Const};
 use crate::names::Names;
@@ -36,7 +36,7 @@ pub struct Imported {
     /// The network's name (the ONNX graph's name, sanitised), also the
     /// spec's `name`.
     pub name: String,
-    /// The spec YAML: one flat layer list that [`spec::load_str`] accepts.
+    /// The spec YAML: one flat layer list that [`shufflekit_spec::load_str`] accepts.
     pub spec: String,
     /// The weights, named after the spec's layers (`conv1.weight`).
     pub weights: Weights,
@@ -266,16 +266,16 @@ pub(crate) fn import_in(bytes: &[u8], dir: Option<&Path>) -> Result<Imported, Im
         }
     }
 
-    if im.graph.len() > spec::MAX_NODES {
+    if im.graph.len() > shufflekit_spec::MAX_NODES {
         return Err(ImportError::Model(format!(
             "the model expands to {} layers; a spec holds at most {}",
             im.graph.len(),
-            spec::MAX_NODES
+            shufflekit_spec::MAX_NODES
         )));
     }
     let text = spec_yaml(&im.graph, &model, g.doc_string.as_str())?;
     // The spec must load to the graph built here, and the weights fit it.
-    let loaded = spec::load_str(&text, &format!("{name}.yaml"), &[])
+    let loaded = shufflekit_spec::load_str(&text, &format!("{name}.yaml"), &[])
         .map_err(|e| ImportError::Internal(e.to_string()))?;
     // Shapes were checked node by node; what is left is the values (NaN,
     // negative variances).
@@ -1361,7 +1361,7 @@ fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
 }
 
 /// The spec of the imported graph: flat, every layer named, with explicit
-/// `from` ([`spec::write_flat`]), under a comment naming the producer.
+/// `from` ([`shufflekit_spec::write_flat`]), under a comment naming the producer.
 fn spec_yaml(graph: &Graph, model: &Model, doc: &str) -> Result<String, ImportError> {
     let producer = if model.producer_name.is_empty() {
         "unknown"
@@ -1373,9 +1373,9 @@ fn spec_yaml(graph: &Graph, model: &Model, doc: &str) -> Result<String, ImportEr
         model.producer_version, model.ir_version
     )];
     let doc: String = doc.chars().take(2000).collect();
-    spec::write_flat(
+    shufflekit_spec::write_flat(
         graph,
-        &spec::SpecHeader {
+        &shufflekit_spec::SpecHeader {
             comments: &comments,
             doc: Some(&doc),
         },

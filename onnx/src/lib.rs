@@ -15,7 +15,7 @@
 //! subset of `onnx.proto` needed is small, and no `protoc` is needed to build.
 //!
 //! ```
-//! use shufflekit_ir::{eval, spec, input::random_input};
+//! use shufflekit_ir::{eval, input::random_input};
 //! use shufflekit_ir::weights::{InitOptions, Weights};
 //! let src = "
 //! name: tiny
@@ -28,13 +28,13 @@
 //!   - flatten
 //!   - linear: {name: fc, out: 3}
 //! ";
-//! let graph = spec::load_str(src, "tiny.yaml", &[]).unwrap();
+//! let graph = shufflekit_spec::load_str(src, "tiny.yaml", &[]).unwrap();
 //! let options = InitOptions { seed: 1, randomize_batch_norm: true };
 //! let weights = Weights::init(&graph, &options);
 //! let bytes = shufflekit_onnx::export(&graph, &weights).unwrap();
 //!
 //! let imported = shufflekit_onnx::import(&bytes).unwrap();
-//! let back = spec::load_str(&imported.spec, "tiny.yaml", &[]).unwrap();
+//! let back = shufflekit_spec::load_str(&imported.spec, "tiny.yaml", &[]).unwrap();
 //! let x = random_input(&graph.node(graph.input_nodes()[0]).shape, 2, 0).unwrap();
 //! let a = eval::evaluate(&graph, &weights, &x).unwrap();
 //! let b = eval::evaluate(&back, &imported.weights, &x).unwrap();

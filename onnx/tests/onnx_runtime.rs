@@ -15,7 +15,7 @@ use shufflekit_ir::cost::{self, Convention};
 use shufflekit_ir::input::{random_input, read_npy, write_npy};
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::{InitOptions, Weights};
-use shufflekit_ir::{eval, spec, Graph};
+use shufflekit_ir::{eval, Graph};
 
 /// The largest accepted `max |ours - theirs| / max |theirs|`.
 const TOLERANCE: f32 = 1e-4;
@@ -146,7 +146,7 @@ fn load(spec_file: &str, overrides: &[(&str, &str)]) -> Graph {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    spec::load(&root().join("specs").join(spec_file), &overrides)
+    shufflekit_spec::load(&root().join("specs").join(spec_file), &overrides)
         .unwrap_or_else(|e| panic!("{spec_file}: {e}"))
 }
 
@@ -200,7 +200,7 @@ fn round_trip_keeps_the_graph() {
         let weights = random_weights(&graph);
         let bytes = shufflekit_onnx::export(&graph, &weights).unwrap();
         let imported = shufflekit_onnx::import(&bytes).unwrap_or_else(|e| panic!("{case}: {e}"));
-        let back = spec::load_str(&imported.spec, "imported.yaml", &[])
+        let back = shufflekit_spec::load_str(&imported.spec, "imported.yaml", &[])
             .unwrap_or_else(|e| panic!("{case}: {e}\n{}", imported.spec));
         let (a, b) = (
             cost::count(&graph, Convention::Macs),
@@ -237,7 +237,7 @@ fn import_python_shufflenet_v2(case: &str, extra: &[&str]) {
     run_python(&args);
 
     let imported = shufflekit_onnx::import_file(&model).unwrap_or_else(|e| panic!("{e}"));
-    let graph = spec::load_str(&imported.spec, "imported.yaml", &[])
+    let graph = shufflekit_spec::load_str(&imported.spec, "imported.yaml", &[])
         .unwrap_or_else(|e| panic!("{e}\n{}", imported.spec));
     // The channel shuffles were recognised, not rejected or left as reshapes.
     let shuffles = graph
@@ -353,12 +353,12 @@ layers:
 
 #[test]
 fn every_op_exports_matches_onnx_runtime_and_round_trips() {
-    let graph = spec::load_str(EVERY_OP, "every_op.yaml", &[]).unwrap();
+    let graph = shufflekit_spec::load_str(EVERY_OP, "every_op.yaml", &[]).unwrap();
     export_matches_onnx_runtime("every_op", &graph, 3);
     let weights = random_weights(&graph);
     let bytes = shufflekit_onnx::export(&graph, &weights).unwrap();
     let imported = shufflekit_onnx::import(&bytes).unwrap();
-    let back = spec::load_str(&imported.spec, "imported.yaml", &[])
+    let back = shufflekit_spec::load_str(&imported.spec, "imported.yaml", &[])
         .unwrap_or_else(|e| panic!("{e}\n{}", imported.spec));
     let kinds = |g: &Graph| g.nodes().map(|n| g.node(n).op.clone()).collect::<Vec<_>>();
     assert_eq!(kinds(&graph), kinds(&back), "{}", imported.spec);
@@ -389,7 +389,7 @@ fn an_optimised_graph_is_refused() {
 
 #[test]
 fn damaged_models_never_panic() {
-    let graph = spec::load_str(EVERY_OP, "every_op.yaml", &[]).unwrap();
+    let graph = shufflekit_spec::load_str(EVERY_OP, "every_op.yaml", &[]).unwrap();
     let bytes = shufflekit_onnx::export(&graph, &random_weights(&graph)).unwrap();
     // Deterministic damage: flip, zero or cut at many positions.
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -462,7 +462,7 @@ fn corpus_file_matches_onnx_runtime(file: &str) {
     let case = file.trim_end_matches(".onnx");
     let model = corpus().join(file);
     let imported = shufflekit_onnx::import_file(&model).unwrap_or_else(|e| panic!("{e}"));
-    let graph = spec::load_str(&imported.spec, "imported.yaml", &[])
+    let graph = shufflekit_spec::load_str(&imported.spec, "imported.yaml", &[])
         .unwrap_or_else(|e| panic!("{e}\n{}", imported.spec));
 
     let ours = cost::count(&graph, Convention::Macs);
@@ -528,7 +528,7 @@ fn ops_in_the_form_of_each_opset_import_and_match_onnx_runtime() {
         ]);
         let imported =
             shufflekit_onnx::import_file(&model).unwrap_or_else(|e| panic!("{case}: {e}"));
-        let graph = spec::load_str(&imported.spec, "imported.yaml", &[])
+        let graph = shufflekit_spec::load_str(&imported.spec, "imported.yaml", &[])
             .unwrap_or_else(|e| panic!("{case}: {e}\n{}", imported.spec));
         let kinds: Vec<&str> = graph.nodes().map(|n| graph.node(n).op.kind()).collect();
         assert!(

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shufflekit_ir::spec::Spec;
 use shufflekit_passes::{memory, optimize, Module};
+use shufflekit_spec::Spec;
 use shufflekit_test_support::scale::{self, Layout};
 
 const SIZES: [usize; 3] = [10_000, 30_000, 100_000];

@@ -7,9 +7,8 @@
 //! [`memory::plan`] then assigns every activation an offset in one arena.
 //!
 //! ```
-//! use shufflekit_ir::spec;
 //! use shufflekit_passes::{default_pipeline, run, Module, RunOptions};
-//! let graph = spec::load_str(
+//! let graph = shufflekit_spec::load_str(
 //!     "name: t\ninput: [4, 8, 8]\nlayers:\n  - conv: {out: 8, kernel: 1}\n  - batch_norm\n  - relu\n  - channel_shuffle: {groups: 2}\n",
 //!     "t.yaml",
 //!     &[],

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use shufflekit_ir::eval::evaluate;
 use shufflekit_ir::input::random_input;
-use shufflekit_ir::spec;
 use shufflekit_ir::text::{self, DumpOptions};
 use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_passes::{run, select_pipeline, Module, RunOptions};
@@ -15,7 +14,7 @@ use shufflekit_passes::{run, select_pipeline, Module, RunOptions};
 fn golden(pass: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let spec_path = dir.join(format!("{pass}.yaml"));
-    let graph = spec::load(&spec_path, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let graph = shufflekit_spec::load(&spec_path, &[]).unwrap_or_else(|e| panic!("{e}"));
     let weights = Weights::init(
         &graph,
         &InitOptions {

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use shufflekit_ir::eval::evaluate;
 use shufflekit_ir::input::random_input;
-use shufflekit_ir::spec;
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_ir::{Graph, Op};
@@ -29,7 +28,7 @@ fn load(path: &Path, sets: &[(&str, &str)]) -> Graph {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    spec::load(path, &o).unwrap_or_else(|e| panic!("{e}"))
+    shufflekit_spec::load(path, &o).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shufflekit_ir::spec::Spec;
 use shufflekit_reports::{render, ReportOptions};
 use shufflekit_search::{
     Constraints, LatencyEvaluator, LatencyOptions, PaperEvaluator, ProxyEvaluator, ProxyOptions,
     Results, Search, Shard, Sweep,
 };
+use shufflekit_spec::Spec;
 
 fn spec() -> Spec {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/shufflenet_v1.yaml");

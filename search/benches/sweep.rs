@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use shufflekit_ir::spec::Spec;
 use shufflekit_search::{ExistingResults, Search, Sweep};
+use shufflekit_spec::Spec;
 
 fn sweep_1000(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/shufflenet_v1.yaml");

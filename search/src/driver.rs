@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shufflekit_ir::cost;
-use shufflekit_ir::spec::Spec;
+use shufflekit_spec::Spec;
 
 use crate::budget::{Constraints, Counting};
 use crate::error::SearchError;
@@ -41,7 +41,7 @@ pub enum ExistingResults {
 ///
 /// ```no_run
 /// use shufflekit_search::{Search, Sweep, Constraints};
-/// use shufflekit_ir::spec::Spec;
+/// use shufflekit_spec::Spec;
 /// let spec = Spec::parse_file("specs/shufflenet_v1.yaml".as_ref()).unwrap();
 /// let report = Search::new(spec, "specs/shufflenet_v1.yaml")
 ///     .with_sweep(Sweep::parse("groups=1,2,3,4,8").unwrap())

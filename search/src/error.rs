@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use shufflekit_ir::spec::SpecError;
+use shufflekit_spec::SpecError;
 use shufflekit_train::DataError;
 
 /// Why a search could not be set up, run or its results read.
@@ -46,13 +46,13 @@ pub enum SearchError {
     /// The spec could not be read or expanded with the base overrides.
     #[error(transparent)]
     Spec(#[from] SpecError),
-    /// A search space file could not be read or parsed.
-    #[error("search space file `{}`: {message}", path.display())]
+    /// A search space file could not be read, or a value in it is
+    /// malformed; the source names the file, line and column.
+    #[error("search space file {source}")]
     SpaceFile {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong (with line and column when YAML says so).
-        message: String,
+        /// The located error.
+        #[source]
+        source: SpecError,
     },
     /// A results file or the output directory could not be read or written.
     #[error("`{}`: {source}", path.display())]

@@ -12,9 +12,9 @@ use std::time::Instant;
 use shufflekit_ir::cost::Cost;
 use shufflekit_ir::eval;
 use shufflekit_ir::input::random_input;
-use shufflekit_ir::spec::Spec;
 use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_ir::{Graph, Op};
+use shufflekit_spec::Spec;
 
 use crate::budget::{ops_by_kind, peak_activation_bytes, Counting, MEMORY_METHOD};
 use crate::error::{EvaluatorError, SearchError};

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 use shufflekit_ir::cost;
-use shufflekit_ir::spec::Spec;
+use shufflekit_spec::Spec;
 
 use crate::budget::Counting;
 use crate::space::{ParamValue, Range};

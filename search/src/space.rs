@@ -7,11 +7,12 @@
 //! with no accumulated drift. Candidates are the Cartesian product of the
 //! sweeps, the last sweep varying fastest.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use shufflekit_spec::yaml::{Yaml, YamlKind};
+use shufflekit_spec::{SourceFile, SpecError};
 
 use crate::error::SearchError;
 
@@ -468,23 +469,26 @@ pub fn parse_bytes(text: &str) -> Result<u64, SearchError> {
 /// budget: 140
 /// convention: macs
 /// ```
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// It is read with the spec language's YAML layer, so every error names the
+/// file, line and column, as spec errors do. A key whose value is null is
+/// left unset.
+#[derive(Debug, Clone, Default)]
 pub struct SpaceFile {
-    /// Parameters to sweep: a list of values or a `start:end:step` string.
-    #[serde(default)]
-    pub sweep: BTreeMap<String, serde_yaml::Value>,
-    /// Fixed parameter overrides.
-    #[serde(default)]
-    pub set: BTreeMap<String, serde_yaml::Value>,
+    /// Parameters to sweep, sorted by name (each a list of values or a
+    /// `start:end:step` string in the file).
+    pub sweeps: Vec<Sweep>,
+    /// Fixed parameter overrides as `name=value` pairs, sorted by name.
+    pub sets: Vec<(String, String)>,
     /// The parameter to fit to the budget.
     pub match_budget: Option<String>,
     /// Budget in millions of counted operations.
     pub budget: Option<f64>,
     /// Maximum trainable parameters.
     pub max_params: Option<u64>,
-    /// Maximum peak activation memory (`4MiB`, bytes...).
-    pub max_memory: Option<serde_yaml::Value>,
+    /// Maximum peak activation memory in bytes (`4MiB`, bytes... in the
+    /// file).
+    pub max_memory: Option<u64>,
     /// Maximum measured latency in ms.
     pub max_latency: Option<f64>,
     /// `macs`, `flops` or `macs-all`.
@@ -495,70 +499,161 @@ pub struct SpaceFile {
     pub evaluate: Option<Vec<String>>,
 }
 
-fn yaml_scalar_text(v: &serde_yaml::Value) -> Option<String> {
-    match v {
-        serde_yaml::Value::Bool(b) => Some(b.to_string()),
-        serde_yaml::Value::Number(n) => Some(n.to_string()),
-        serde_yaml::Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
-}
+/// The keys a space file may have.
+const SPACE_KEYS: &[&str] = &[
+    "sweep",
+    "set",
+    "match_budget",
+    "budget",
+    "max_params",
+    "max_memory",
+    "max_latency",
+    "convention",
+    "count",
+    "evaluate",
+];
 
 impl SpaceFile {
     /// Reads a space file.
     pub fn read(path: &Path) -> Result<SpaceFile, SearchError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SearchError::SpaceFile {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        serde_yaml::from_str(&text).map_err(|e| SearchError::SpaceFile {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        SourceFile::read(path, "the search space file")
+            .and_then(|file| SpaceFile::parse(&file))
+            .map_err(|source| SearchError::SpaceFile { source })
     }
 
-    /// The sweeps, in the file's (sorted) key order.
-    pub fn sweeps(&self, path: &Path) -> Result<Vec<Sweep>, SearchError> {
-        let mut out = Vec::new();
-        for (name, v) in &self.sweep {
-            let rhs = match v {
-                serde_yaml::Value::Sequence(items) => items
-                    .iter()
-                    .map(|i| {
-                        yaml_scalar_text(i).ok_or_else(|| SearchError::SpaceFile {
-                            path: path.to_path_buf(),
-                            message: format!("sweep `{name}`: values must be scalars"),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
-                    .join(","),
-                other => yaml_scalar_text(other).ok_or_else(|| SearchError::SpaceFile {
-                    path: path.to_path_buf(),
-                    message: format!("sweep `{name}`: expected a list or START:END:STEP"),
-                })?,
-            };
-            out.push(Sweep::from_values_text(
-                name,
-                &rhs,
-                &format!("{name}={rhs}"),
-            )?);
+    /// Parses the text of a space file; errors point into `file`.
+    pub fn parse(file: &SourceFile) -> Result<SpaceFile, SpecError> {
+        let root = file.parse_yaml()?;
+        let entries = match &root.kind {
+            YamlKind::Map(entries) => entries.as_slice(),
+            YamlKind::Null => &[],
+            _ => return Err(file.type_error(&root, "a search space file", "a map")),
+        };
+        let mut space = SpaceFile::default();
+        for (k, v) in entries {
+            let key = file.key_str(k)?;
+            if !SPACE_KEYS.contains(&key) {
+                return Err(file.unknown_key(k, key, SPACE_KEYS, "key"));
+            }
+            if v.kind == YamlKind::Null {
+                continue;
+            }
+            match key {
+                "sweep" => space.sweeps = sweeps(file, v)?,
+                "set" => space.sets = sets(file, v)?,
+                "match_budget" => space.match_budget = Some(file.string(v, key)?),
+                "budget" => space.budget = Some(number(file, v, key)?),
+                "max_params" => space.max_params = Some(count(file, v, key)?),
+                "max_memory" => space.max_memory = Some(size(file, v, key)?),
+                "max_latency" => space.max_latency = Some(number(file, v, key)?),
+                "convention" => space.convention = Some(file.string(v, key)?),
+                "count" => space.count = Some(file.string(v, key)?),
+                _ => space.evaluate = Some(strings(file, v, key)?),
+            }
         }
-        Ok(out)
+        Ok(space)
     }
+}
 
-    /// The fixed overrides as `name=value` pairs.
-    pub fn sets(&self, path: &Path) -> Result<Vec<(String, String)>, SearchError> {
-        self.set
-            .iter()
-            .map(|(k, v)| {
-                yaml_scalar_text(v)
-                    .map(|t| (k.clone(), t))
-                    .ok_or_else(|| SearchError::SpaceFile {
-                        path: path.to_path_buf(),
-                        message: format!("set `{k}`: the value must be a scalar"),
+/// The text of a scalar, as a sweep or `--set` value is written.
+fn scalar_text(v: &Yaml) -> Option<String> {
+    match &v.kind {
+        YamlKind::Bool(b) => Some(b.to_string()),
+        YamlKind::Int(i) => Some(i.to_string()),
+        // `{:?}` keeps the `.0` of an integral float, so `1.0` stays a float.
+        YamlKind::Float(x) => Some(format!("{x:?}")),
+        YamlKind::Str(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The entries of a map, or an error naming `what`.
+fn map_entries<'y>(
+    file: &SourceFile,
+    v: &'y Yaml,
+    what: &str,
+) -> Result<&'y [(Yaml, Yaml)], SpecError> {
+    match &v.kind {
+        YamlKind::Map(entries) => Ok(entries),
+        _ => Err(file.type_error(v, &format!("`{what}`"), "a map")),
+    }
+}
+
+/// `sweep:`: each parameter's list of values or `start:end:step` string.
+fn sweeps(file: &SourceFile, v: &Yaml) -> Result<Vec<Sweep>, SpecError> {
+    let mut out = Vec::new();
+    for (k, v) in map_entries(file, v, "sweep")? {
+        let name = file.key_str(k)?;
+        let rhs = match &v.kind {
+            YamlKind::Seq(items) => items
+                .iter()
+                .map(|item| {
+                    scalar_text(item).ok_or_else(|| {
+                        file.error_at_node(item, format!("sweep `{name}`: values must be scalars"))
                     })
-            })
-            .collect()
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            _ => scalar_text(v).ok_or_else(|| {
+                file.error_at_node(
+                    v,
+                    format!("sweep `{name}`: expected a list or START:END:STEP"),
+                )
+            })?,
+        };
+        let sweep = Sweep::from_values_text(name, &rhs, &format!("{name}={rhs}"))
+            .map_err(|e| file.error_at_node(v, e.to_string()))?;
+        out.push(sweep);
+    }
+    out.sort_by(|a, b| a.param.cmp(&b.param));
+    Ok(out)
+}
+
+/// `set:`: each parameter's fixed value.
+fn sets(file: &SourceFile, v: &Yaml) -> Result<Vec<(String, String)>, SpecError> {
+    let mut out = map_entries(file, v, "set")?
+        .iter()
+        .map(|(k, v)| {
+            let name = file.key_str(k)?;
+            let text = scalar_text(v).ok_or_else(|| {
+                file.error_at_node(v, format!("set `{name}`: the value must be a scalar"))
+            })?;
+            Ok((name.to_string(), text))
+        })
+        .collect::<Result<Vec<_>, SpecError>>()?;
+    out.sort();
+    Ok(out)
+}
+
+fn number(file: &SourceFile, v: &Yaml, key: &str) -> Result<f64, SpecError> {
+    match v.kind {
+        YamlKind::Int(i) => Ok(i as f64),
+        YamlKind::Float(x) => Ok(x),
+        _ => Err(file.type_error(v, &format!("`{key}`"), "a number")),
+    }
+}
+
+fn count(file: &SourceFile, v: &Yaml, key: &str) -> Result<u64, SpecError> {
+    match v.kind {
+        YamlKind::Int(i) if i >= 0 => Ok(i as u64),
+        _ => Err(file.type_error(v, &format!("`{key}`"), "a non-negative integer")),
+    }
+}
+
+/// A size in bytes: a number or a string with a unit (`4MiB`).
+fn size(file: &SourceFile, v: &Yaml, key: &str) -> Result<u64, SpecError> {
+    let text = match &v.kind {
+        YamlKind::Int(_) | YamlKind::Float(_) | YamlKind::Str(_) => scalar_text(v),
+        _ => None,
+    }
+    .ok_or_else(|| file.type_error(v, &format!("`{key}`"), "a size such as 4MiB"))?;
+    parse_bytes(&text).map_err(|e| file.error_at_node(v, format!("`{key}`: {e}")))
+}
+
+fn strings(file: &SourceFile, v: &Yaml, key: &str) -> Result<Vec<String>, SpecError> {
+    match &v.kind {
+        YamlKind::Seq(items) => items.iter().map(|item| file.string(item, key)).collect(),
+        _ => Err(file.type_error(v, &format!("`{key}`"), "a list of names")),
     }
 }
 
@@ -634,5 +729,143 @@ mod tests {
         assert!(parse_bytes("3 parsecs").is_err());
         assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
         assert!(parse_duration("soon").is_err());
+    }
+
+    /// Parses a space file's text, named `space.yaml`.
+    fn space(text: &str) -> Result<SpaceFile, SpecError> {
+        SpaceFile::parse(&SourceFile::new("space.yaml", text))
+    }
+
+    /// The error of a space file's text, checking where it points.
+    fn space_error(text: &str, line: usize, col: usize, message: &str) -> SpecError {
+        let e = space(text).expect_err(text);
+        assert_eq!((e.line, e.col), (line, col), "{text:?}: {e}");
+        assert!(e.message.contains(message), "{text:?}: {e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("space.yaml:{line}:{col}: ")),
+            "{e}"
+        );
+        e
+    }
+
+    #[test]
+    fn space_files_read_every_setting() {
+        let file = space(
+            "sweep:\n  width: [1.0, 1.5]\n  groups: \"1:3\"\nset: {resolution: 160, shuffle: false}\n\
+             match_budget: stage2\nbudget: 140\nmax_params: 2000000\nmax_memory: 4MiB\n\
+             max_latency: 2.5\nconvention: flops\ncount: conv\nevaluate: [flops, proxy]\n",
+        )
+        .unwrap();
+        let sweeps: Vec<(&str, u64)> = file
+            .sweeps
+            .iter()
+            .map(|s| (s.param.as_str(), s.values.len()))
+            .collect();
+        assert_eq!(sweeps, [("groups", 3), ("width", 2)]);
+        assert_eq!(file.sweeps[1].values.get(0), ParamValue::Float(1.0));
+        assert_eq!(
+            file.sets,
+            [
+                ("resolution".to_string(), "160".to_string()),
+                ("shuffle".to_string(), "false".to_string())
+            ]
+        );
+        assert_eq!(file.match_budget.as_deref(), Some("stage2"));
+        assert_eq!(file.budget, Some(140.0));
+        assert_eq!(file.max_params, Some(2_000_000));
+        assert_eq!(file.max_memory, Some(4 << 20));
+        assert_eq!(file.max_latency, Some(2.5));
+        assert_eq!(file.convention.as_deref(), Some("flops"));
+        assert_eq!(file.count.as_deref(), Some("conv"));
+        assert_eq!(file.evaluate, Some(vec!["flops".into(), "proxy".into()]));
+        let empty = space("# nothing\nbudget: ~\n").unwrap();
+        assert!(empty.sweeps.is_empty() && empty.budget.is_none());
+    }
+
+    #[test]
+    fn malformed_space_file_names_line_and_column() {
+        space_error("sweep:\n  groups: [1, 2\n", 3, 1, "invalid YAML");
+        space_error("budget: 1\nbudget: 2\n", 2, 1, "duplicate");
+        space_error("- 1\n- 2\n", 1, 1, "must be a map, found list");
+    }
+
+    #[test]
+    fn unknown_space_key_names_line_column_and_the_key() {
+        let e = space_error(
+            "sweep: {groups: [1, 2]}\nbudgett: 140\n",
+            2,
+            1,
+            "unknown key `budgett`",
+        );
+        assert!(e.notes.iter().any(|n| n.contains("did you mean `budget`?")));
+        assert_eq!(e.len, "budgett".len());
+    }
+
+    #[test]
+    fn wrong_typed_space_values_name_line_column_and_the_key() {
+        space_error(
+            "budget: lots\n",
+            1,
+            9,
+            "`budget` must be a number, found string",
+        );
+        space_error(
+            "max_params: -1\n",
+            1,
+            13,
+            "`max_params` must be a non-negative integer",
+        );
+        space_error("convention: 2\n", 1, 13, "`convention` must be a string");
+        space_error("evaluate: flops\n", 1, 11, "`evaluate` must be a list");
+        space_error("set: [1]\n", 1, 6, "`set` must be a map, found list");
+        space_error(
+            "set:\n  groups: [3]\n",
+            2,
+            11,
+            "set `groups`: the value must be a scalar",
+        );
+        space_error("max_memory: 4XB\n", 1, 13, "`max_memory`: bad size `4XB`");
+        space_error("max_memory: true\n", 1, 13, "`max_memory` must be a size");
+    }
+
+    #[test]
+    fn bad_sweep_values_in_a_space_file_name_line_and_column() {
+        space_error("sweep:\n  width: \"2:1:0.1\"\n", 2, 10, "below its start");
+        space_error(
+            "sweep:\n  groups: [1, [2]]\n",
+            2,
+            15,
+            "values must be scalars",
+        );
+        space_error(
+            "sweep:\n  groups: {a: 1}\n",
+            2,
+            11,
+            "expected a list or START:END:STEP",
+        );
+        space_error("sweep:\n  groups: []\n", 2, 11, "no values");
+    }
+
+    #[test]
+    fn reading_a_space_file_keeps_the_located_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("space.yaml");
+        std::fs::write(&path, "sweep:\n  width: \"2:1:0.1\"\n").unwrap();
+        let e = SpaceFile::read(&path).unwrap_err();
+        let SearchError::SpaceFile { source } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!((source.line, source.col), (2, 10));
+        let cause = std::error::Error::source(&e).expect("a source");
+        assert_eq!(cause.to_string(), source.to_string());
+        assert!(e.to_string().contains("space.yaml:2:10: "), "{e}");
+        let missing = SpaceFile::read(&dir.path().join("missing.yaml")).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("cannot read the search space file"),
+            "{missing}"
+        );
     }
 }

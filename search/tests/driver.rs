@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use shufflekit_ir::spec::Spec;
 use shufflekit_search::{
     Constraints, CountScope, Counting, EvalContext, Evaluator, EvaluatorError, ExistingResults,
     Metrics, PaperEvaluator, ParamValue, ProxyEvaluator, ProxyOptions, Record, Results, Search,
     SearchError, Shard, Status, StopReason, Sweep,
 };
+use shufflekit_spec::Spec;
 
 fn spec_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/shufflenet_v1.yaml")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """An independent numpy implementation of the zoo's networks, used as an
-oracle for shufflekit's reference evaluator (ir/tests/oracle.rs).
+oracle for shufflekit's reference evaluator (tests/oracle.rs).
 
 It shares nothing with the Rust code but the tensor names: the
 architectures are written here from their published descriptions

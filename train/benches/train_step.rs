@@ -3,8 +3,8 @@
 //! batch of 64, on 2 threads. Images per second = 64 / (time per step).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shufflekit_ir::spec::Spec;
 use shufflekit_ir::weights::{InitOptions, Weights};
+use shufflekit_spec::Spec;
 use shufflekit_train::grad::{softmax_cross_entropy, Mode, Network};
 use shufflekit_train::optim::Sgd;
 

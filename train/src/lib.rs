@@ -9,7 +9,7 @@
 //! share this code.
 //!
 //! ```
-//! use shufflekit_ir::{spec, tensor::Tensor, weights::{InitOptions, Weights}};
+//! use shufflekit_ir::{tensor::Tensor, weights::{InitOptions, Weights}};
 //! use shufflekit_train::grad::{softmax_cross_entropy, Mode, Network};
 //! let src = "
 //! name: tiny
@@ -22,7 +22,7 @@
 //!   - flatten
 //!   - linear: {out: 3}
 //! ";
-//! let graph = spec::load_str(src, "tiny.yaml", &[]).unwrap();
+//! let graph = shufflekit_spec::load_str(src, "tiny.yaml", &[]).unwrap();
 //! let net = Network::new(&graph).unwrap();
 //! let weights = Weights::init(&graph, &InitOptions::default());
 //! let x = Tensor::full(vec![2, 1, 6, 6], 0.5).unwrap();
@@ -43,9 +43,9 @@ pub mod proxy;
 
 use std::path::PathBuf;
 
-use shufflekit_ir::spec::SpecError;
 use shufflekit_ir::verify::VerifyErrors;
 use shufflekit_ir::Shape;
+use shufflekit_spec::SpecError;
 
 pub use data::{DataError, DataSource, Dataset, Split};
 pub use fit::{EpochStats, Event, History, TrainConfig, Trainer};

@@ -9,8 +9,8 @@
 //! keep their values except these, which the dataset decides.
 
 use shufflekit_ir::cost::{self, Convention, Cost};
-use shufflekit_ir::spec::Spec;
 use shufflekit_ir::Graph;
+use shufflekit_spec::Spec;
 
 use crate::data::Split;
 use crate::{GraphProblem, TrainError};

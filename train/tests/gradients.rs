@@ -427,7 +427,7 @@ fn softmax_cross_entropy_gradient_is_the_derivative_of_the_loss() {
 }
 
 fn tiny_shufflenet(shuffle: bool) -> Graph {
-    let spec = shufflekit_ir::spec::Spec::parse_file(std::path::Path::new(concat!(
+    let spec = shufflekit_spec::Spec::parse_file(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../specs/shufflenet_v1.yaml"
     )))

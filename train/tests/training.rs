@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::Path;
 
 use shufflekit_ir::ops::BatchNorm;
-use shufflekit_ir::spec::Spec;
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_ir::{Graph, Op, Shape};
+use shufflekit_spec::Spec;
 use shufflekit_train::data::{self, Augment, DataError, Dataset, Split};
 use shufflekit_train::fit::checkpoint_dir;
 use shufflekit_train::grad::{Mode, Network};

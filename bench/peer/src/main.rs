@@ -20,7 +20,6 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use shufflekit_ir::input::{random_input, read_npy, write_npy};
-use shufflekit_ir::spec;
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_jit::{CompileOptions, Model};
@@ -121,7 +120,7 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let graph = spec::load(&root.join("specs").join(file), &overrides)?;
+        let graph = shufflekit_spec::load(&root.join("specs").join(file), &overrides)?;
         let weights = Weights::init(
             &graph,
             &InitOptions {

@@ -3,7 +3,7 @@
 //! inside the source.
 
 use proptest::prelude::*;
-use shufflekit_ir::spec::{self, Spec};
+use shufflekit_spec::Spec;
 
 const SEED_SPEC: &str = r#"name: fuzz
 params: {groups: 2, width: 1.0, deep: true}
@@ -51,7 +51,8 @@ fn check(src: &str) {
 
 #[test]
 fn the_seed_spec_is_valid() {
-    let g = spec::load_str(SEED_SPEC, "fuzz.yaml", &[]).unwrap_or_else(|e| panic!("{e}"));
+    let g =
+        shufflekit_spec::load_str(SEED_SPEC, "fuzz.yaml", &[]).unwrap_or_else(|e| panic!("{e}"));
     assert!(g.len() > 20);
 }
 

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use shufflekit_ir::cost::{self, Convention, Cost};
-use shufflekit_ir::spec;
 
 fn spec_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,7 +17,8 @@ fn cost_of(name: &str, sets: &[(&str, &str)]) -> Cost {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let graph = spec::load(&spec_path(name), &overrides).unwrap_or_else(|e| panic!("{e}"));
+    let graph =
+        shufflekit_spec::load(&spec_path(name), &overrides).unwrap_or_else(|e| panic!("{e}"));
     cost::count(&graph, Convention::Macs)
 }
 
@@ -175,7 +175,7 @@ fn mobilenet_v3_matches_torchvision() {
 #[test]
 fn flops_convention_doubles_macs() {
     let path = spec_path("shufflenet_v1.yaml");
-    let graph = spec::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let graph = shufflekit_spec::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
     let macs = cost::count(&graph, Convention::Macs);
     let flops = cost::count(&graph, Convention::Flops);
     let all = cost::count(&graph, Convention::MacsAll);

@@ -1,7 +1,7 @@
 //! Differential test of the reference evaluator against an independent
-//! numpy implementation of whole networks (`tests/oracle/numpy_reference.py`
-//! at the workspace root), written from the architecture descriptions and
-//! sharing only the tensor names with our specs.
+//! numpy implementation of whole networks (`tests/oracle/numpy_reference.py`),
+//! written from the architecture descriptions and sharing only the tensor
+//! names with our specs.
 //!
 //! Each case writes weights with random batch-norm statistics and a random
 //! batch of two images, runs the script in the pinned Python environment
@@ -9,21 +9,17 @@
 //! relative (max abs diff / max abs value).
 //! Without that environment the tests fail, naming `scripts/test`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use shufflekit_ir::eval;
 use shufflekit_ir::input::{random_input, read_npy, write_npy};
-use shufflekit_ir::spec;
 use shufflekit_ir::weights::{InitOptions, Weights};
 
 /// The largest accepted `max |ours - numpy| / max |numpy|`.
 const TOLERANCE: f32 = 1e-4;
 
-fn root() -> PathBuf {
+fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the ir crate lives in the workspace")
-        .to_path_buf()
 }
 
 /// Builds `spec` with `overrides`, evaluates it and the oracle on the same
@@ -33,7 +29,7 @@ fn compare(case: &str, spec_file: &str, overrides: &[(&str, &str)], oracle: &[&s
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let graph = spec::load(&root().join("specs").join(spec_file), &overrides)
+    let graph = shufflekit_spec::load(&root().join("specs").join(spec_file), &overrides)
         .unwrap_or_else(|e| panic!("{spec_file}: {e}"));
     let weights = Weights::init(
         &graph,

@@ -2,15 +2,15 @@
 //! verifier), counting and the text form of generated specs of 10k, 30k and
 //! 100k layers. Each step must grow no worse than n log n in the number of
 //! layers (issue 15; a flat spec of 20,000 `relu`s used to take 148 s).
-//! `cargo bench -p shufflekit-ir --bench scale`.
+//! `cargo bench -p shufflekit-spec --bench scale`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shufflekit_ir::cost::{self, Convention};
-use shufflekit_ir::spec::Spec;
 use shufflekit_ir::text::{self, DumpOptions};
+use shufflekit_spec::Spec;
 use shufflekit_test_support::scale::{self, Layout};
 
 const SIZES: [usize; 3] = [10_000, 30_000, 100_000];

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use shufflekit_ir::ops::{Activation, Conv2d, Op};
-use shufflekit_ir::spec::{self, write_flat, SpecHeader};
 use shufflekit_ir::{Graph, Shape};
+use shufflekit_spec::{write_flat, SpecHeader};
 
 fn zoo(file: &str, overrides: &[(&str, &str)]) -> Graph {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +17,7 @@ fn zoo(file: &str, overrides: &[(&str, &str)]) -> Graph {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    spec::load(&path, &overrides).unwrap_or_else(|e| panic!("{file}: {e}"))
+    shufflekit_spec::load(&path, &overrides).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 /// Hierarchical names (`stage2.unit1.bn`) are not layer names: flatten them.
@@ -79,7 +79,7 @@ fn every_zoo_network_round_trips_through_a_flat_spec() {
             },
         )
         .unwrap_or_else(|e| panic!("{file}: {e}"));
-        let back = spec::load_str(&text, "written.yaml", &[])
+        let back = shufflekit_spec::load_str(&text, "written.yaml", &[])
             .unwrap_or_else(|e| panic!("{file} {overrides:?}: {e}\n{text}"));
         assert_eq!(describe(&back), describe(&graph), "{file} {overrides:?}");
         assert_eq!(back.name, graph.name);

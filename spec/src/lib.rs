@@ -5,11 +5,34 @@
 //! imports once; [`Spec::build`] expands it with parameter overrides into a
 //! shape-checked [`Graph`]. Every error names the file, line and column, and
 //! the layer it concerns. The language is described in `docs/spec-language.md`.
+//!
+//! ```
+//! use shufflekit_ir::cost;
+//! let src = "
+//! name: tiny
+//! params: {width: 8}
+//! input: [3, 32, 32]
+//! layers:
+//!   - conv: {name: stem, out: width, kernel: 3, stride: 2, padding: 1}
+//!   - relu
+//!   - global_avg_pool
+//!   - flatten
+//!   - linear: {out: 10}
+//! ";
+//! let graph = shufflekit_spec::load_str(src, "tiny.yaml", &[]).unwrap();
+//! let cost = cost::count(&graph, cost::Convention::Macs);
+//! // stem: 16 * 16 outputs * 3 * 3 * 3 * 8; classifier: 8 * 10.
+//! assert_eq!(cost.macs, 16 * 16 * 27 * 8 + 80);
+//! ```
+
+#![deny(missing_docs)]
 
 pub mod expr;
 pub mod yaml;
 
 mod expand;
+mod load;
+mod source;
 mod write;
 
 use std::collections::BTreeMap;
@@ -17,10 +40,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::graph::Graph;
+use shufflekit_ir::graph::Graph;
 
-pub use expand::{Block, Spec, MAX_NODES, MAX_REPEAT, MAX_STEPS};
+pub use expand::{MAX_NODES, MAX_REPEAT, MAX_STEPS};
 pub use expr::Value;
+pub use load::{Block, Spec};
+pub use source::SourceFile;
 pub use write::{write_flat, SpecHeader, SpecWriteError};
 
 /// The largest spec file read, in bytes.

@@ -1,6 +1,6 @@
 //! Writes a graph as a flat spec: the input shape, then every layer in node
 //! order with its name, explicit `from` and the fields of its op
-//! ([`crate::ops::SPEC_SYNTAX`] names them; the parser reads the same
+//! ([`shufflekit_ir::ops::SPEC_SYNTAX`] names them; the parser reads the same
 //! names). Parsing the text gives back the same graph: same ops, shapes,
 //! edges and names.
 //!
@@ -10,9 +10,9 @@
 
 use std::fmt::Write;
 
-use super::expand::is_layer_name;
-use crate::graph::Graph;
-use crate::ops::{Op, SpecSyntax};
+use crate::load::is_layer_name;
+use shufflekit_ir::graph::Graph;
+use shufflekit_ir::ops::{Op, SpecSyntax};
 
 /// Why a graph cannot be written as a spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,7 +108,7 @@ fn fields(op: &Op) -> Result<Vec<(&'static str, String)>, String> {
     let mut f = Vec::new();
     match op {
         Op::Conv2d(c) => {
-            if c.activation != crate::ops::Activation::None
+            if c.activation != shufflekit_ir::ops::Activation::None
                 || c.residual
                 || c.output_order.is_some()
             {

@@ -1,13 +1,13 @@
 //! Specs of the documented limit, 100,000 layers, check and count: every
 //! step is linear, and none recurses once per layer (a chain this long
 //! overflowed the stack in the cycle check). Timing is the benchmark's job
-//! (`cargo bench -p shufflekit-ir --bench scale`); these check the results.
+//! (`cargo bench -p shufflekit-spec --bench scale`); these check the results.
 
 use std::path::Path;
 
 use shufflekit_ir::cost::{self, Convention};
-use shufflekit_ir::spec::{Spec, MAX_NODES};
 use shufflekit_ir::text::{self, DumpOptions};
+use shufflekit_spec::{Spec, MAX_NODES};
 use shufflekit_test_support::scale::{self, Layout};
 
 fn build(layout: Layout, nodes: usize) -> shufflekit_ir::Graph {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shufflekit_ir::spec::{self, SpecError};
+use shufflekit_spec::SpecError;
 
 struct Case {
     path: PathBuf,
@@ -34,7 +34,9 @@ fn cases() -> Vec<Case> {
                     marker = Some((i + 1, rest.trim().to_string()));
                 }
                 if let Some(rest) = line.split("#~ SET").nth(1) {
-                    overrides.push(spec::parse_override(rest.trim()).expect("valid SET line"));
+                    overrides.push(
+                        shufflekit_spec::parse_override(rest.trim()).expect("valid SET line"),
+                    );
                 }
             }
             let (line, message) =
@@ -50,7 +52,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn load(case: &Case) -> Result<(), SpecError> {
-    spec::load(&case.path, &case.overrides).map(|_| ())
+    shufflekit_spec::load(&case.path, &case.overrides).map(|_| ())
 }
 
 #[test]
@@ -87,7 +89,7 @@ fn every_bad_spec_fails_at_the_marked_line_with_the_marked_message() {
 #[test]
 fn unknown_parameter_on_the_command_line_is_refused_with_the_valid_ones() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/shufflenet_v1.yaml");
-    let e = spec::load(&path, &[("grups".into(), "3".into())]).unwrap_err();
+    let e = shufflekit_spec::load(&path, &[("grups".into(), "3".into())]).unwrap_err();
     let text = e.to_string();
     assert!(text.contains("has no parameter `grups`"), "{text}");
     assert!(text.contains("did you mean `groups`?"), "{text}");
@@ -97,14 +99,14 @@ fn unknown_parameter_on_the_command_line_is_refused_with_the_valid_ones() {
 #[test]
 fn bad_override_values_are_refused() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/shufflenet_v1.yaml");
-    let e = spec::load(&path, &[("groups".into(), "3 +".into())]).unwrap_err();
+    let e = shufflekit_spec::load(&path, &[("groups".into(), "3 +".into())]).unwrap_err();
     assert!(e.to_string().contains("`--set groups=3 +`"), "{e}");
     // A group count the table has no column for: the error points at the table.
-    let e = spec::load(&path, &[("groups".into(), "5".into())]).unwrap_err();
+    let e = shufflekit_spec::load(&path, &[("groups".into(), "5".into())]).unwrap_err();
     assert!(e.to_string().contains("no entry for 5 in table"), "{e}");
     assert!(e.line > 0, "{e}");
     // With an explicit stage-2 width, groups=5 is a valid network.
-    let g = spec::load(
+    let g = shufflekit_spec::load(
         &path,
         &[
             ("groups".into(), "5".into()),
@@ -112,6 +114,6 @@ fn bad_override_values_are_refused() {
         ],
     );
     assert!(g.is_ok(), "{:?}", g.err());
-    assert!(spec::parse_override("groups").is_err());
-    assert!(spec::parse_override("=3").is_err());
+    assert!(shufflekit_spec::parse_override("groups").is_err());
+    assert!(shufflekit_spec::parse_override("=3").is_err());
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use shufflekit_ir::eval;
 use shufflekit_ir::input::random_input;
-use shufflekit_ir::spec;
 use shufflekit_ir::weights::{InitOptions, Weights};
 
 fn zoo() -> Vec<PathBuf> {
@@ -28,7 +27,8 @@ fn every_zoo_spec_runs_batched_and_alone() {
         "expected the zoo in specs/, found {specs:?}"
     );
     for path in specs {
-        let graph = spec::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let graph =
+            shufflekit_spec::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let weights = Weights::init(
             &graph,
             &InitOptions {
