@@ -189,6 +189,29 @@ fn counts_beyond_their_limits_are_argument_errors() {
         1,
         "the batch (1000000000) is larger than the training set",
     );
+    fails_cleanly(
+        &refs(&small(
+            "train",
+            &[
+                "--data",
+                "mnist-sample",
+                "--epochs",
+                "100000000",
+                "--out",
+                &out,
+            ],
+        )),
+        1,
+        "epochs must be in 1..=100000, not 100000000",
+    );
+    fails_cleanly(
+        &refs(&small(
+            "train",
+            &["--data", "mnist-sample", "--crop", "28", "--out", &out],
+        )),
+        1,
+        "the random crop's padding (28) must be smaller than the images' side (28 pixels)",
+    );
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub enum SearchError {
     /// The `train` evaluator's dataset could not be loaded.
     #[error("train: {0}")]
     TrainData(#[source] DataError),
+    /// The `train` evaluator's settings are out of range.
+    #[error("train: {0}")]
+    TrainSettings(#[source] shufflekit_train::TrainError),
     /// The spec could not be read or expanded with the base overrides.
     #[error(transparent)]
     Spec(#[from] SpecError),

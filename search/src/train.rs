@@ -82,12 +82,9 @@ pub struct TrainEvaluator {
 impl TrainEvaluator {
     /// Loads the dataset (once for the whole search).
     pub fn new(options: TrainEvalOptions) -> Result<Self, SearchError> {
-        if options.epochs == 0 || options.batch < 2 || !(options.lr.is_finite() && options.lr > 0.0)
-        {
-            return Err(SearchError::Config(
-                "train: epochs must be at least 1, the batch at least 2 and the learning rate positive".into(),
-            ));
-        }
+        config(&options, 0)
+            .check()
+            .map_err(SearchError::TrainSettings)?;
         let split = options.data.load().map_err(SearchError::TrainData)?;
         Ok(TrainEvaluator {
             options,
@@ -98,16 +95,20 @@ impl TrainEvaluator {
 
 impl TrainEvaluator {
     fn train_once(&self, graph: &shufflekit_ir::Graph, seed: u64) -> Result<Trainer, TrainError> {
-        let config = TrainConfig {
-            epochs: self.options.epochs,
-            batch: self.options.batch,
-            lr: self.options.lr,
-            seed,
-            ..TrainConfig::default()
-        };
-        let mut trainer = Trainer::new(graph, &self.split, config)?;
+        let mut trainer = Trainer::new(graph, &self.split, config(&self.options, seed))?;
         trainer.fit(&self.split, &mut |_| {}, &mut |_| Ok(true))?;
         Ok(trainer)
+    }
+}
+
+/// The training settings of one candidate.
+fn config(options: &TrainEvalOptions, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs: options.epochs,
+        batch: options.batch,
+        lr: options.lr,
+        seed,
+        ..TrainConfig::default()
     }
 }
 

@@ -67,12 +67,18 @@ impl Default for TrainConfig {
     }
 }
 
+/// The most epochs a run may ask for.
+pub const MAX_EPOCHS: usize = 100_000;
+
 impl TrainConfig {
     /// Checks every setting is usable.
     pub fn check(&self) -> Result<(), TrainError> {
         let bad = |m: &str| Err(TrainError::Config(m.into()));
-        if self.epochs == 0 {
-            return bad("epochs must be at least 1");
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            return Err(TrainError::Config(format!(
+                "epochs must be in 1..={MAX_EPOCHS}, not {}",
+                self.epochs
+            )));
         }
         if self.batch < 2 {
             return bad("the batch must hold at least 2 images (batch norm needs a batch)");
@@ -203,6 +209,14 @@ impl Trainer {
                 classes: split.classes(),
             }
             .into());
+        }
+        // A shift as large as the image leaves nothing of it.
+        let side = shape.iter().skip(1).copied().min().unwrap_or(0);
+        if config.augment.crop_padding > 0 && config.augment.crop_padding >= side {
+            return Err(TrainError::Config(format!(
+                "the random crop's padding ({}) must be smaller than the images' side ({side} pixels)",
+                config.augment.crop_padding
+            )));
         }
         if split.train.len() < config.batch {
             return Err(TrainError::Config(format!(
