@@ -166,8 +166,8 @@ pub(crate) enum Kernel {
     /// Mean of each plane. Units: channels.
     GlobalAvg { channels: usize, len: usize },
     /// Output channel `k` is a plane copied from an input chosen by a
-    /// table (shuffle, concat, slice, flatten), with an activation fused
-    /// into the copy. Units: output channels.
+    /// table (shuffle, concat, slice, flatten), with a concat's fused
+    /// activation applied in the copy. Units: output channels.
     Gather {
         channels: usize,
         len: usize,
@@ -293,10 +293,6 @@ pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
             });
             continue;
         }
-        if fuse_into_copy(graph, id, &mut layers) {
-            value_of.insert(id, ins[0]);
-            continue;
-        }
         let kernel = kernel_for(graph, id)?;
         let output = values.len();
         values.push(Value {
@@ -328,37 +324,6 @@ pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
         output_shape: graph.node(output_node).shape.clone(),
         arena_len,
     })
-}
-
-/// Fuses a ReLU or ReLU6 into the copy loop of the data-movement layer
-/// (concat, shuffle...) that produces its input, when it is that value's
-/// only user; the activation's value is then the layer's. (The passes fuse
-/// activations into convolutions only.)
-fn fuse_into_copy(graph: &Graph, id: NodeId, layers: &mut [Layer]) -> bool {
-    let act = match graph.node(id).op {
-        Op::Relu => Act::Relu,
-        Op::Relu6 => Act::Relu6,
-        _ => return false,
-    };
-    let [src] = graph.inputs(id)[..] else {
-        return false;
-    };
-    if graph.users(src).len() != 1 || graph.output() == Some(src) {
-        return false;
-    }
-    if graph.node(src).op.is_view() {
-        return false;
-    }
-    let Some(layer) = layers.iter_mut().rev().find(|l| l.node == src) else {
-        return false;
-    };
-    match &mut layer.kernel {
-        Kernel::Gather { activation, .. } if *activation == Act::None => {
-            *activation = act;
-            true
-        }
-        _ => false,
-    }
 }
 
 /// Places every layer's output where the passes' memory plan
@@ -559,7 +524,10 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
             channels: node.shape.channels(),
             len: x.spatial(),
             inputs: in_shapes.len(),
-            activation: Act::None,
+            activation: match &node.op {
+                Op::Concat(c) => c.activation.into(),
+                _ => Act::None,
+            },
         },
         Op::Linear(l) => {
             let packed = x
