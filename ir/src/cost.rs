@@ -181,6 +181,8 @@ pub fn count(graph: &Graph, convention: Convention) -> Cost {
                     + u64::from(c.activation != crate::ops::Activation::None))
             }
             Op::Linear(l) if l.bias => out,
+            // A fused activation counts as the op it replaced.
+            Op::Concat(c) => out * u64::from(c.activation != crate::ops::Activation::None),
             Op::BatchNorm(_) => 2 * out,
             Op::Relu | Op::Relu6 | Op::Sigmoid | Op::Add | Op::Mul => out,
             Op::HardSigmoid | Op::HardSwish => out,

@@ -482,6 +482,9 @@ fn compute(
             if let Some(order) = &p.output_order {
                 reorder_channels(out, node.shape.spatial(), order);
             }
+            if p.activation != ops::Activation::None {
+                out.par_iter_mut().for_each(|v| *v = p.activation.apply(*v));
+            }
         }
         Op::Add => {
             let y = args
@@ -1238,6 +1241,7 @@ mod tests {
         let r = g.add(Op::Relu, "r", &[x], None).unwrap();
         let order = ops::Concat {
             output_order: Some(vec![0, 2, 1, 3]),
+            ..Default::default()
         };
         g.add(Op::Concat(order), "cat", &[x, r], None).unwrap();
         let w = weights_for(&g, &[]);
@@ -1245,6 +1249,24 @@ mod tests {
         let y = evaluate(&g, &w, &input).unwrap();
         // Concatenated channels: [1, -2], [3, -4], [1, 0], [3, 0]; order 0, 2, 1, 3.
         assert_eq!(y.data(), &[1.0, -2.0, 1.0, 0.0, 3.0, -4.0, 3.0, 0.0]);
+    }
+
+    #[test]
+    fn concat_activation_applies_to_every_copied_value() {
+        let mut g = Graph::new("t");
+        let x = g
+            .add(Op::Input(Shape::chw(1, 1, 2)), "input", &[], None)
+            .unwrap();
+        let twice = g.add(Op::Add, "twice", &[x, x], None).unwrap();
+        let cat = ops::Concat {
+            output_order: Some(vec![1, 0]),
+            activation: ops::Activation::Relu6,
+        };
+        g.add(Op::Concat(cat), "cat", &[x, twice], None).unwrap();
+        let input = Tensor::new(vec![1, 1, 1, 2], vec![-1.0, 4.0]).unwrap();
+        let out = evaluate(&g, &Weights::new(), &input).unwrap();
+        // Channels [-1, 4], [-2, 8]; swapped, then clamped to [0, 6].
+        assert_eq!(out.data(), &[0.0, 6.0, 0.0, 4.0]);
     }
 
     #[test]

@@ -131,7 +131,8 @@ impl WeightSpec {
     }
 }
 
-/// An activation applied in a convolution's epilogue (fused by the passes).
+/// An activation applied in a convolution's epilogue or a concatenation's
+/// copy (fused by the passes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activation {
     /// No activation.
@@ -150,6 +151,15 @@ impl Activation {
             Activation::None => x,
             Activation::Relu => x.max(0.0),
             Activation::Relu6 => x.clamp(0.0, 6.0),
+        }
+    }
+
+    /// The plain op that computes it on its own (`None` for no activation).
+    pub fn op(self) -> Option<Op> {
+        match self {
+            Activation::None => None,
+            Activation::Relu => Some(Op::Relu),
+            Activation::Relu6 => Some(Op::Relu6),
         }
     }
 }
@@ -575,12 +585,16 @@ pub struct ChannelSlice {
     pub len: usize,
 }
 
-/// Parameters of a concatenation along channels.
+/// Parameters of a concatenation along channels: output channel `k` is
+/// `activation(concatenated channel output_order[k])`. Specs produce plain
+/// concatenations (no order, no activation).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Concat {
     /// A fused channel permutation (set by the compiler passes): output
     /// channel `k` is concatenated channel `output_order[k]`.
     pub output_order: Option<Vec<usize>>,
+    /// An activation fused into the copy (set by the compiler passes).
+    pub activation: Activation,
 }
 
 /// Parameters of a fully connected layer on a flat vector. Weights are
@@ -1012,6 +1026,13 @@ impl Op {
     }
 }
 
+fn activation(f: &mut fmt::Formatter<'_>, a: Activation) -> fmt::Result {
+    match a.op() {
+        Some(op) => write!(f, " {}", op.kind()),
+        None => Ok(()),
+    }
+}
+
 fn pair(f: &mut fmt::Formatter<'_>, key: &str, v: [usize; 2]) -> fmt::Result {
     if v[0] == v[1] {
         write!(f, " {key}={}", v[0])
@@ -1048,11 +1069,7 @@ impl fmt::Display for Op {
                 if p.residual {
                     write!(f, " +residual")?;
                 }
-                match p.activation {
-                    Activation::None => {}
-                    Activation::Relu => write!(f, " relu")?,
-                    Activation::Relu6 => write!(f, " relu6")?,
-                }
+                activation(f, p.activation)?;
                 if let Some(order) = &p.output_order {
                     write!(f, " order={}", describe_order(order))?;
                 }
@@ -1076,6 +1093,7 @@ impl fmt::Display for Op {
             }
             Op::ChannelSlice(p) => write!(f, " {}..{}", p.start, p.start + p.len),
             Op::Concat(p) => {
+                activation(f, p.activation)?;
                 if let Some(order) = &p.output_order {
                     write!(f, " order={}", describe_order(order))?;
                 }

@@ -55,9 +55,6 @@ pub struct CompileStats {
     pub fma: bool,
     /// Arena bytes per image.
     pub arena_bytes: usize,
-    /// Whether the arena follows the passes' memory plan (in-place reuse,
-    /// views) rather than the JIT's fallback plan.
-    pub passes_memory_plan: bool,
 }
 
 /// One layer of a compiled model, for reports.
@@ -194,7 +191,6 @@ impl Model {
                 code_bytes: code.iter().map(|c| c.bytes.len()).sum(),
                 fma: target.features.fma,
                 arena_bytes: plan.arena_len.saturating_mul(4),
-                passes_memory_plan: plan.passes_plan,
             },
             plan,
             module: Some(module),
@@ -216,18 +212,7 @@ impl Model {
             .plan
             .layers
             .iter()
-            .map(|layer| {
-                let p = pack::pack(&self.graph, weights, layer)?;
-                if p.len() != pack::packed_len(layer) {
-                    return Err(JitError::Internal(format!(
-                        "`{}`: packed {} values, the kernel reads {}",
-                        layer.name,
-                        p.len(),
-                        pack::packed_len(layer)
-                    )));
-                }
-                Ok(p)
-            })
+            .map(|layer| pack::pack_checked(&self.graph, weights, layer))
             .collect::<Result<Vec<_>, _>>()?;
         self.packed = packed;
         Ok(())

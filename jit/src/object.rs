@@ -119,15 +119,7 @@ pub fn compile_object(
     let mut offsets = Vec::with_capacity(plan.layers.len());
     let mut blob: Vec<f32> = Vec::new();
     for layer in &plan.layers {
-        let p = pack::pack(graph, weights, layer)?;
-        if p.len() != pack::packed_len(layer) {
-            return Err(JitError::Internal(format!(
-                "`{}`: packed {} values, the kernel reads {}",
-                layer.name,
-                p.len(),
-                pack::packed_len(layer)
-            )));
-        }
+        let p = pack::pack_checked(graph, weights, layer)?;
         offsets.push(blob.len());
         blob.extend_from_slice(&p);
         blob.resize(blob.len().next_multiple_of(PACK_ALIGN), 0.0);

@@ -174,6 +174,25 @@ pub(crate) fn pack(graph: &Graph, weights: &Weights, layer: &Layer) -> Result<Ve
     }
 }
 
+/// The packed parameters of one layer, checked against the length its
+/// kernel's code reads: the step the JIT and the object writer share.
+pub(crate) fn pack_checked(
+    graph: &Graph,
+    weights: &Weights,
+    layer: &Layer,
+) -> Result<Vec<f32>, JitError> {
+    let p = pack(graph, weights, layer)?;
+    let expected = packed_len(layer);
+    if p.len() != expected {
+        return Err(JitError::Internal(format!(
+            "`{}`: packed {} values, the kernel reads {expected}",
+            layer.name,
+            p.len()
+        )));
+    }
+    Ok(p)
+}
+
 /// The packed length a kernel's code assumes (checked against what
 /// [`pack`] produced before any call).
 pub(crate) fn packed_len(layer: &Layer) -> usize {

@@ -14,6 +14,7 @@ use shufflekit_ir::cost::LayerKind;
 use shufflekit_ir::ops::{Activation, Op, Pool};
 use shufflekit_ir::verify::VerifyErrors;
 use shufflekit_ir::{Graph, NodeId, Shape};
+use shufflekit_passes::memory;
 
 use crate::JitError;
 
@@ -169,8 +170,8 @@ pub(crate) enum Kernel {
     /// Mean of each plane. Units: channels.
     GlobalAvg { channels: usize, len: usize },
     /// Output channel `k` is a plane copied from an input chosen by a
-    /// table (shuffle, concat, slice, flatten), with an activation fused
-    /// into the copy. Units: output channels.
+    /// table (shuffle, concat, slice, flatten), with a concat's fused
+    /// activation applied in the copy. Units: output channels.
     Gather {
         channels: usize,
         len: usize,
@@ -244,9 +245,6 @@ pub(crate) struct Plan {
     pub output_shape: Shape,
     /// Floats of arena per image.
     pub arena_len: usize,
-    /// Whether the arena follows the passes' memory plan (else the JIT's
-    /// own, which never shares memory between live values).
-    pub passes_plan: bool,
 }
 
 /// Builds the plan of a verified graph.
@@ -291,10 +289,6 @@ pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
             });
             continue;
         }
-        if fuse_into_copy(graph, id, &mut layers) {
-            value_of.insert(id, ins[0]);
-            continue;
-        }
         let kernel = kernel_for(graph, id)?;
         let output = values.len();
         values.push(Value {
@@ -317,10 +311,7 @@ pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
         .get(&output_node)
         .copied()
         .ok_or_else(|| JitError::Internal("output not planned".into()))?;
-    let (arena_len, passes_plan) = match passes_arena(graph, &mut layers, &mut values) {
-        Some(len) => (len, true),
-        None => (assign_arena(&layers, &mut values, output)?, false),
-    };
+    let arena_len = arena(graph, &mut layers, &mut values)?;
     Ok(Plan {
         layers,
         values,
@@ -328,142 +319,57 @@ pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
         input_shape: graph.node(input_node).shape.clone(),
         output_shape: graph.node(output_node).shape.clone(),
         arena_len,
-        passes_plan,
     })
 }
 
-/// Fuses a ReLU or ReLU6 into the copy loop of the data-movement layer
-/// (concat, shuffle...) that produces its input, when it is that value's
-/// only user; the activation's value is then the layer's. (The passes fuse
-/// activations into convolutions only.)
-fn fuse_into_copy(graph: &Graph, id: NodeId, layers: &mut [Layer]) -> bool {
-    let act = match graph.node(id).op {
-        Op::Relu => Act::Relu,
-        Op::Relu6 => Act::Relu6,
-        _ => return false,
+/// Places every layer's output where the passes' memory plan
+/// (`shufflekit_passes::memory`, the only planner) puts it, asked for
+/// 64-byte offsets and the sharings the kernels take ([`kernel_takes`]).
+/// Returns the arena length in floats.
+fn arena(graph: &Graph, layers: &mut [Layer], values: &mut [Value]) -> Result<usize, JitError> {
+    let options = memory::Options {
+        align: 64,
+        allows: kernel_takes,
     };
-    let [src] = graph.inputs(id)[..] else {
-        return false;
-    };
-    if graph.users(src).len() != 1 || graph.output() == Some(src) {
-        return false;
-    }
-    let Some(layer) = layers.iter_mut().rev().find(|l| l.node == src) else {
-        return false;
-    };
-    match &mut layer.kernel {
-        Kernel::Gather { activation, .. } if *activation == Act::None => {
-            *activation = act;
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Takes the offsets from the passes' memory plan
-/// (`shufflekit_passes::memory`), which reuses memory in place (batch
-/// norm, activations, add, mul, a fused residual) and makes channel slices
-/// views. Returns the arena length in floats, or None (and changes
-/// nothing) when the plan fails its own check or aliases a kernel's output
-/// with an input in a way the kernel cannot take; the caller then plans
-/// the arena itself.
-fn passes_arena(graph: &Graph, layers: &mut [Layer], values: &mut [Value]) -> Option<usize> {
-    let plan = shufflekit_passes::memory::plan(graph);
-    plan.check(graph).ok()?;
-    let mut offsets = vec![None; values.len()];
-    for layer in layers.iter() {
-        let b = plan.buffer(layer.node)?;
-        if b.offset % 4 != 0 || b.bytes != values[layer.output].len * 4 {
-            return None;
-        }
-        offsets[layer.output] = Some(b.offset / 4);
-    }
-    let overlaps = |a: usize, b: usize| -> Option<(bool, bool)> {
-        let (oa, ob) = (offsets[a]?, offsets[b]?);
-        let (la, lb) = (values[a].len, values[b].len);
-        Some((oa < ob + lb && ob < oa + la, oa == ob && la == lb))
-    };
-    let mut no_overlap = Vec::new();
-    for (li, layer) in layers.iter().enumerate() {
-        for (slot, &i) in layer.inputs.iter().enumerate() {
-            let Some((shared, same)) = overlaps(layer.output, i) else {
-                continue;
-            };
-            if !shared {
-                continue;
-            }
-            // Only the sharing the op allows (`Op::in_place_inputs`, views)...
-            let op = &graph.node(layer.node).op;
-            let allowed = op.is_view() || (same && op.in_place_inputs().contains(&slot));
-            if !allowed {
-                return None;
-            }
-            // ...and that the kernel can take.
-            match &layer.kernel {
-                // Each element is read before it is written.
-                Kernel::Elementwise { .. } if same => {}
-                // The residual is read just before the same element is
-                // written; no block may recompute an element.
-                Kernel::Window(w) if w.residual && slot == 1 && same => no_overlap.push(li),
-                // A channel slice viewing its input copies onto itself.
-                Kernel::Gather { .. } if op.is_view() => {}
-                _ => return None,
-            }
-        }
-    }
-    for li in no_overlap {
-        if let Kernel::Window(w) = &mut layers[li].kernel {
+    let plan = memory::plan_with(graph, &options);
+    plan.check(graph)
+        .map_err(|e| JitError::Internal(format!("the memory plan: {e}")))?;
+    let buffers: HashMap<NodeId, &memory::Buffer> =
+        plan.buffers.iter().map(|b| (b.node, b)).collect();
+    for layer in layers.iter_mut() {
+        let value = &mut values[layer.output];
+        let b = buffers
+            .get(&layer.node)
+            .filter(|b| b.bytes == value.len * 4 && b.offset % 4 == 0)
+            .ok_or_else(|| JitError::Internal(format!("`{}` has no fitting buffer", layer.name)))?;
+        value.storage = Storage::Arena(b.offset / 4);
+        if let (Kernel::Window(w), Some(memory::Sharing::InPlace { .. })) =
+            (&mut layer.kernel, b.sharing)
+        {
             w.overlap = false;
         }
     }
-    for (v, off) in offsets.iter().enumerate() {
-        if let Some(off) = off {
-            values[v].storage = Storage::Arena(*off);
-        }
-    }
-    Some(plan.arena_bytes.div_ceil(4))
+    Ok(plan.arena_bytes.div_ceil(4))
 }
 
-/// Gives every arena value an offset: the arena assignment. Values live
-/// from the layer that writes them to the last layer that reads them (the
-/// output to the end); a value never shares memory with another live one,
-/// so no kernel's output aliases its inputs. First fit over the free
-/// intervals, sizes rounded to 16 floats (64-byte lines).
-fn assign_arena(layers: &[Layer], values: &mut [Value], output: usize) -> Result<usize, JitError> {
-    let mut last_use = vec![0usize; values.len()];
-    for (i, layer) in layers.iter().enumerate() {
-        for &v in &layer.inputs {
-            last_use[v] = i;
-        }
+/// The sharings the kernels can take, of those the op facts offer: an
+/// elementwise kernel runs in place (each element is read just before it is
+/// written), a convolution over its residual (read just before the same
+/// element is written, with no recomputed block: [`Window::overlap`]), and
+/// a copy without activation can be a view (it copies onto itself).
+fn kernel_takes(graph: &Graph, id: NodeId, sharing: memory::Sharing) -> bool {
+    match (kernel_for(graph, id), sharing) {
+        (Ok(Kernel::Elementwise { .. }), memory::Sharing::InPlace { .. }) => true,
+        (Ok(Kernel::Window(w)), memory::Sharing::InPlace { slot: 1 }) => w.residual,
+        (
+            Ok(Kernel::Gather {
+                activation: Act::None,
+                ..
+            }),
+            memory::Sharing::View,
+        ) => true,
+        _ => false,
     }
-    last_use[output] = usize::MAX;
-    // Live intervals [offset, offset + size), with the value index.
-    let mut live: Vec<(usize, usize, usize)> = Vec::new();
-    let mut arena = 0usize;
-    for (i, layer) in layers.iter().enumerate() {
-        let size = values[layer.output]
-            .len
-            .checked_next_multiple_of(16)
-            .ok_or_else(|| JitError::Internal("value size overflows".into()))?;
-        live.sort_unstable();
-        let mut offset = 0usize;
-        for &(start, len, _) in &live {
-            if start >= offset.saturating_add(size) {
-                break;
-            }
-            offset = offset.max(start + len);
-        }
-        live.push((offset, size, layer.output));
-        arena = arena.max(
-            offset
-                .checked_add(size)
-                .ok_or_else(|| JitError::Internal("arena size overflows".into()))?,
-        );
-        values[layer.output].storage = Storage::Arena(offset);
-        // Inputs read for the last time here die after this layer.
-        live.retain(|&(_, _, v)| last_use[v] != i);
-    }
-    Ok(arena)
 }
 
 fn ancestors(graph: &Graph, out: NodeId) -> std::collections::HashSet<NodeId> {
@@ -619,7 +525,10 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
             channels: node.shape.channels(),
             len: x.spatial(),
             inputs: in_shapes.len(),
-            activation: Act::None,
+            activation: match &node.op {
+                Op::Concat(c) => c.activation.into(),
+                _ => Act::None,
+            },
         },
         Op::Linear(l) => {
             let packed = x

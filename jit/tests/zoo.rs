@@ -181,9 +181,10 @@ fn optimised_zoo_specs_match_the_reference_on_the_original_graph() {
                 ..CompileOptions::default()
             };
             let mut model = Model::compile(&opt_graph, &opt_weights, &options).unwrap();
-            assert!(
-                model.stats().passes_memory_plan,
-                "{name}: the passes' memory plan was not used"
+            assert_eq!(
+                model.stats().arena_bytes,
+                shufflekit_passes::memory::plan(&opt_graph).arena_bytes,
+                "{name}: the arena is not the passes' memory plan"
             );
             let got = model.run(&input).unwrap();
             assert_close(

@@ -207,6 +207,19 @@ impl Exporter<'_> {
         name
     }
 
+    /// A node computing `activation` (`Relu`, or `Clip` to [0, 6]).
+    fn activation(&mut self, name: &str, activation: Activation, input: String, out: &str) {
+        match activation {
+            Activation::None => {}
+            Activation::Relu => self.push(name, "Relu", vec![input], out, vec![]),
+            Activation::Relu6 => {
+                let lo = self.constant_f32(&format!("{name}/min"), 0.0);
+                let hi = self.constant_f32(&format!("{name}/max"), 6.0);
+                self.push(name, "Clip", vec![input, lo, hi], out, vec![]);
+            }
+        }
+    }
+
     fn constant_f32(&mut self, base: &str, value: f32) -> String {
         let name = self.taken.fresh(base);
         self.initializers
@@ -260,7 +273,7 @@ impl Exporter<'_> {
                     vec![float("epsilon", b.eps)],
                 );
             }
-            Op::Relu => self.push(&name, "Relu", ins, &out, vec![]),
+            Op::Relu => self.activation(&name, Activation::Relu, ins[0].clone(), &out),
             Op::Sigmoid => self.push(&name, "Sigmoid", ins, &out, vec![]),
             // PyTorch's hardsigmoid: ONNX's with alpha 1/6 (default 0.2).
             Op::HardSigmoid => self.push(
@@ -271,11 +284,7 @@ impl Exporter<'_> {
                 vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
             ),
             Op::HardSwish => self.push(&name, "HardSwish", ins, &out, vec![]),
-            Op::Relu6 => {
-                let lo = self.constant_f32(&format!("{name}/min"), 0.0);
-                let hi = self.constant_f32(&format!("{name}/max"), 6.0);
-                self.push(&name, "Clip", vec![ins[0].clone(), lo, hi], &out, vec![]);
-            }
+            Op::Relu6 => self.activation(&name, Activation::Relu6, ins[0].clone(), &out),
             Op::ChannelShuffle(s) => {
                 // [N, C, rest...] -> [N, g, C/g, rest...] -> swap 1 and 2 -> [N, C, rest...]
                 let dims = node.shape.dims();
@@ -328,6 +337,13 @@ impl Exporter<'_> {
             Op::GlobalAvgPool => self.push(&name, "GlobalAveragePool", ins, &out, vec![]),
             Op::Add => self.push(&name, "Add", ins, &out, vec![]),
             Op::Mul => self.push(&name, "Mul", ins, &out, vec![]),
+            Op::Concat(c) if c.activation != Activation::None => {
+                // The fused activation is a node of its own.
+                let copied = self.taken.fresh(&format!("{name}/concat"));
+                self.push(&name, "Concat", ins, &copied, vec![int("axis", 1)]);
+                let act = self.taken.fresh(&format!("{name}/activation"));
+                self.activation(&act, c.activation, copied, &out);
+            }
             Op::Concat(_) => self.push(&name, "Concat", ins, &out, vec![int("axis", 1)]),
             Op::ChannelSlice(s) => {
                 let starts = self.constant_i64(&format!("{name}/starts"), &[s.start as i64]);

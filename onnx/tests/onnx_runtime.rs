@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 
 use shufflekit_ir::cost::{self, Convention};
 use shufflekit_ir::input::{random_input, read_npy, write_npy};
+use shufflekit_ir::ops::Activation;
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::{InitOptions, Weights};
-use shufflekit_ir::{eval, Graph};
+use shufflekit_ir::{eval, Graph, Op};
 
 /// The largest accepted `max |ours - theirs| / max |theirs|`.
 const TOLERANCE: f32 = 1e-4;
@@ -367,6 +368,23 @@ fn every_op_exports_matches_onnx_runtime_and_round_trips() {
         eval::evaluate(&graph, &weights, &x).unwrap(),
         eval::evaluate(&back, &imported.weights, &x).unwrap()
     );
+}
+
+#[test]
+fn a_concat_with_a_fused_activation_exports_it_as_a_node() {
+    let src = "name: fused_copy\ninput: [4, 6, 6]\nlayers:\n  - conv: {name: c1, out: 4, kernel: 1}\n  - concat: {name: cat1, from: [input, c1]}\n  - relu\n  - conv: {name: c2, out: 4, kernel: 1}\n  - concat: {name: cat2, from: [c2, c1]}\n  - relu6\n";
+    let graph = shufflekit_spec::load_str(src, "fused_copy.yaml", &[]).unwrap();
+    let mut module = shufflekit_passes::Module::graph_only(graph);
+    let passes =
+        shufflekit_passes::select_pipeline(Some(&["fuse-copy-activation".into()]), &[]).unwrap();
+    shufflekit_passes::run(&mut module, &passes, &Default::default()).unwrap();
+    let fused = module
+        .graph
+        .nodes()
+        .filter(|&n| matches!(&module.graph.node(n).op, Op::Concat(c) if c.activation != Activation::None))
+        .count();
+    assert_eq!(fused, 2, "both activations fused");
+    export_matches_onnx_runtime("fused_copy", &module.graph, 2);
 }
 
 #[test]

@@ -13,7 +13,7 @@
 use shufflekit_ir::ops::Activation;
 use shufflekit_ir::{Graph, NodeId, Op};
 
-use crate::util::single_user;
+use crate::util::{fuse_activations, single_user};
 use crate::{Module, Pass, PassError, PassLog};
 
 /// The pass.
@@ -66,29 +66,10 @@ impl Pass for FuseEpilogue {
                     message,
                 })?;
         }
-        let acts: Vec<NodeId> = graph
-            .nodes()
-            .filter(|&n| matches!(graph.node(n).op, Op::Relu | Op::Relu6))
-            .collect();
-        for act in acts {
-            let conv = graph.inputs(act)[0];
-            let fusable = matches!(&graph.node(conv).op, Op::Conv2d(c) if c.activation == Activation::None)
-                && single_user(graph, conv) == Some(act);
-            if !fusable {
-                continue;
-            }
-            let activation = if matches!(graph.node(act).op, Op::Relu) {
-                Activation::Relu
-            } else {
-                Activation::Relu6
-            };
-            if let Op::Conv2d(c) = &mut graph.node_mut(conv).op {
-                c.activation = activation;
-            }
-            graph.replace_uses(act, conv);
-            graph.remove(act);
-            log.changes += 1;
-        }
+        fuse_activations(graph, log, |op| match op {
+            Op::Conv2d(c) => Some(&mut c.activation),
+            _ => None,
+        });
         Ok(())
     }
 }

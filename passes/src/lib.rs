@@ -25,6 +25,7 @@
 pub mod fold_batch_norm;
 pub mod fold_shuffle;
 pub mod fuse;
+pub mod fuse_copy;
 pub mod memory;
 pub mod simplify;
 
@@ -121,13 +122,17 @@ pub enum PassError {
 ///    plain ops only.
 /// 4. `fuse-epilogue`: relu/relu6 and residual adds into the convolution
 ///    that feeds them.
-/// 5. `simplify` again: removes nodes the folds left dead.
+/// 5. `fuse-copy-activation`: relu/relu6 after a concat into its copy.
+///    After the folds, so that they see plain ops; it fuses into other
+///    producers than `fuse-epilogue`, so their order does not matter.
+/// 6. `simplify` again: removes nodes the folds left dead.
 pub fn default_pipeline() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(simplify::Simplify),
         Box::new(fold_batch_norm::FoldBatchNorm),
         Box::new(fold_shuffle::FoldShuffle),
         Box::new(fuse::FuseEpilogue),
+        Box::new(fuse_copy::FuseCopyActivation),
         Box::new(simplify::Simplify),
     ]
 }
@@ -139,6 +144,7 @@ pub fn pass_names() -> Vec<&'static str> {
         "fold-batch-norm",
         "fold-channel-shuffle",
         "fuse-epilogue",
+        "fuse-copy-activation",
     ]
 }
 
@@ -148,6 +154,7 @@ fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
         "fold-batch-norm" => Box::new(fold_batch_norm::FoldBatchNorm),
         "fold-channel-shuffle" => Box::new(fold_shuffle::FoldShuffle),
         "fuse-epilogue" => Box::new(fuse::FuseEpilogue),
+        "fuse-copy-activation" => Box::new(fuse_copy::FuseCopyActivation),
         _ => return None,
     })
 }
@@ -253,10 +260,11 @@ pub fn optimize(module: &mut Module) -> Result<Report, PassError> {
 
 /// Helpers shared by the passes.
 pub(crate) mod util {
+    use shufflekit_ir::ops::Activation;
     use shufflekit_ir::weights::Weights;
-    use shufflekit_ir::{Graph, NodeId};
+    use shufflekit_ir::{Graph, NodeId, Op};
 
-    use crate::PassError;
+    use crate::{PassError, PassLog};
 
     /// The node's single user, if it has exactly one use and is not the
     /// graph output.
@@ -265,6 +273,38 @@ pub(crate) mod util {
         match users.as_slice() {
             [u] if graph.output() != Some(id) => Some(*u),
             _ => None,
+        }
+    }
+
+    /// Fuses each `relu` or `relu6` into the node that feeds it, when that
+    /// node is used only there, is not the output, and `field` gives its
+    /// activation, still `None`.
+    pub fn fuse_activations(
+        graph: &mut Graph,
+        log: &mut PassLog,
+        field: fn(&mut Op) -> Option<&mut Activation>,
+    ) {
+        let acts: Vec<NodeId> = graph
+            .nodes()
+            .filter(|&n| matches!(graph.node(n).op, Op::Relu | Op::Relu6))
+            .collect();
+        for act in acts {
+            let src = graph.inputs(act)[0];
+            if single_user(graph, src) != Some(act) {
+                continue;
+            }
+            let activation = if matches!(graph.node(act).op, Op::Relu) {
+                Activation::Relu
+            } else {
+                Activation::Relu6
+            };
+            match field(&mut graph.node_mut(src).op) {
+                Some(a) if *a == Activation::None => *a = activation,
+                _ => continue,
+            }
+            graph.replace_uses(act, src);
+            graph.remove(act);
+            log.changes += 1;
         }
     }
 

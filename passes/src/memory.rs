@@ -10,8 +10,15 @@
 //! - views: a channel slice is a contiguous range of its input (NCHW), so it
 //!   takes no memory of its own and keeps its input alive.
 //!
+//! The op facts ([`Op::in_place_inputs`], [`Op::is_view`]) say which
+//! sharings an op offers; the consumer of the plan says which of them its
+//! code can take ([`Options::allows`]: the JIT, for instance, states which
+//! of its kernels run in place). This is the only planner: the JIT runs
+//! with its plan as is and the search's memory budgets read it.
+//!
 //! Buffers are then placed greedily, largest first, at the lowest
-//! 64-byte-aligned offset free for their lifetime. The plan reports the
+//! aligned offset ([`Options::align`], 64 bytes by default) free for
+//! their lifetime. The plan reports the
 //! lower bound any placement needs: the largest total size of tensors live
 //! at one step. It does not make concat zero-copy (inputs are copied into
 //! the concat's buffer).
@@ -20,8 +27,42 @@ use std::collections::HashMap;
 
 use shufflekit_ir::{Graph, NodeId, Op};
 
-/// Alignment of every buffer in bytes.
+/// Alignment of every buffer in bytes, unless [`Options::align`] says
+/// otherwise.
 pub const ALIGN: usize = 64;
+
+/// A way a node's output may share the bytes of an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// The output overwrites the input in this slot (an
+    /// [`Op::in_place_inputs`] slot).
+    InPlace {
+        /// The input slot.
+        slot: usize,
+    },
+    /// The output is a view of its first input's bytes ([`Op::is_view`]).
+    View,
+}
+
+/// What the consumer of a plan needs of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Alignment of every buffer's offset, in bytes (a power of two).
+    pub align: usize,
+    /// Whether the code computing a node can take a sharing its op offers.
+    /// It is asked only about sharings the op facts allow.
+    pub allows: fn(&Graph, NodeId, Sharing) -> bool,
+}
+
+impl Default for Options {
+    /// 64-byte alignment, every sharing the ops offer.
+    fn default() -> Self {
+        Options {
+            align: ALIGN,
+            allows: |_, _, _| true,
+        }
+    }
+}
 
 /// Where one node's output lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +76,8 @@ pub struct Buffer {
     /// The storage it shares (in place or as a view), if any: the first
     /// node that owns those bytes.
     pub shares: Option<NodeId>,
+    /// How it shares the bytes of an input, if it does.
+    pub sharing: Option<Sharing>,
 }
 
 /// The arena layout of a graph, per image.
@@ -72,10 +115,10 @@ impl MemoryPlan {
     }
 
     /// Checks the plan against the graph, node by node: every buffer lies in
-    /// the arena, and no node's bytes are written by another node while it
-    /// is live, except by the in-place op that reads it for the last time.
-    /// Channel slices are views: they write nothing and their bytes belong
-    /// to the tensor they view.
+    /// the arena, every sharing is one its op offers, and no node's bytes
+    /// are written by another node while they are needed, except by the
+    /// in-place op that reads them for the last time. Views write nothing
+    /// and their bytes belong to the tensor they view.
     pub fn check(&self, graph: &Graph) -> Result<(), String> {
         let order: Vec<NodeId> = graph.nodes().collect();
         if order.len() != self.buffers.len() {
@@ -85,8 +128,46 @@ impl MemoryPlan {
                 order.len()
             ));
         }
+        if let Some((b, n)) = self.buffers.iter().zip(&order).find(|(b, n)| b.node != **n) {
+            return Err(format!("the buffer of {} stands where {n} runs", b.node));
+        }
         let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         let end = order.len();
+        for b in &self.buffers {
+            let node = graph.node(b.node);
+            let offered = match b.sharing {
+                None => true,
+                Some(Sharing::View) => node.op.is_view(),
+                Some(Sharing::InPlace { slot }) => {
+                    node.op.in_place_inputs().contains(&slot) && slot < graph.inputs(b.node).len()
+                }
+            };
+            if !offered {
+                return Err(format!(
+                    "`{}` ({}) cannot share an input's bytes as {:?}",
+                    node.name,
+                    node.op.kind(),
+                    b.sharing
+                ));
+            }
+            if b.offset
+                .checked_add(b.bytes)
+                .is_none_or(|e| e > self.arena_bytes)
+            {
+                return Err(format!("the buffer of {} ends past the arena", b.node));
+            }
+        }
+        let is_view = |n: NodeId| self.buffers[step[&n]].sharing == Some(Sharing::View);
+        // Whether `n` is `x` or a view (of a view...) of `x`.
+        let reads_bytes_of = |mut n: NodeId, x: NodeId| loop {
+            if n == x {
+                return true;
+            }
+            if !is_view(n) {
+                return false;
+            }
+            n = graph.inputs(n)[0];
+        };
         let last = |n: NodeId| {
             let users = graph
                 .users(n)
@@ -100,26 +181,19 @@ impl MemoryPlan {
         // A view's bytes stay needed while the view is live.
         let mut needed: HashMap<NodeId, usize> = order.iter().map(|&n| (n, last(n))).collect();
         for &n in order.iter().rev() {
-            if graph.node(n).op.is_view() {
+            if is_view(n) {
                 let src = graph.inputs(n)[0];
                 let v = needed[&n];
                 let e = needed.entry(src).or_default();
                 *e = (*e).max(v);
             }
         }
-        for b in &self.buffers {
-            if b.offset
-                .checked_add(b.bytes)
-                .is_none_or(|e| e > self.arena_bytes)
-            {
-                return Err(format!("the buffer of {} ends past the arena", b.node));
-            }
-        }
         for (i, w) in self.buffers.iter().enumerate() {
-            let wn = graph.node(w.node);
-            if wn.op.is_view() {
+            if w.sharing == Some(Sharing::View) {
                 continue;
             }
+            let wn = graph.node(w.node);
+            let w_inputs = graph.inputs(w.node);
             let wdef = step[&w.node];
             for (j, x) in self.buffers.iter().enumerate() {
                 if i == j || x.bytes == 0 || w.bytes == 0 {
@@ -132,8 +206,21 @@ impl MemoryPlan {
                 if !overlap || wdef <= xdef || wdef > xneeded {
                     continue;
                 }
+                // Overwriting is allowed when x is read here for the last
+                // time, through the in-place input (another slot may read
+                // that same input: each element is read before it is
+                // written).
                 let in_place = wdef == xneeded
-                    && in_place_candidates(&wn.op, &graph.inputs(w.node)).contains(&x.node);
+                    && match w.sharing {
+                        Some(Sharing::InPlace { slot }) => {
+                            let own = w_inputs[slot];
+                            reads_bytes_of(own, x.node)
+                                && w_inputs
+                                    .iter()
+                                    .all(|&input| input == own || !reads_bytes_of(input, x.node))
+                        }
+                        _ => false,
+                    };
                 if !in_place {
                     return Err(format!(
                         "`{}` writes [{}..{}) at step {wdef} while `{}` [{}..{}) is live until step {xneeded}",
@@ -151,8 +238,13 @@ impl MemoryPlan {
     }
 }
 
-/// Plans the arena of a graph.
+/// Plans the arena of a graph with the default [`Options`].
 pub fn plan(graph: &Graph) -> MemoryPlan {
+    plan_with(graph, &Options::default())
+}
+
+/// Plans the arena of a graph for a consumer with these needs.
+pub fn plan_with(graph: &Graph, options: &Options) -> MemoryPlan {
     let order: Vec<NodeId> = graph.nodes().collect();
     let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let end = order.len();
@@ -169,8 +261,10 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
         };
         users.max(until).unwrap_or(step[&n])
     };
+    let allows = |n: NodeId, sharing: Sharing| (options.allows)(graph, n, sharing);
     // Storage index and byte offset within that storage, per node.
     let mut home: HashMap<NodeId, (usize, usize)> = HashMap::new();
+    let mut sharing: HashMap<NodeId, Sharing> = HashMap::new();
     let mut storage: Vec<Storage> = Vec::new();
     let mut owner: Vec<NodeId> = Vec::new();
     let mut total_bytes = 0usize;
@@ -181,25 +275,32 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
         let inputs = graph.inputs(n);
         let here = step[&n];
         let shared = match &node.op {
-            Op::ChannelSlice(s) => inputs.first().map(|&i| {
+            Op::ChannelSlice(s) if allows(n, Sharing::View) => inputs.first().map(|&i| {
                 let (st, off) = home[&i];
-                (st, off + s.start * node.shape.spatial() * 4)
+                (st, off + s.start * node.shape.spatial() * 4, Sharing::View)
             }),
-            op => in_place_candidates(op, &inputs).into_iter().find_map(|i| {
+            op => op.in_place_inputs().iter().find_map(|&slot| {
+                let i = *inputs.get(slot)?;
                 let (st, off) = home[&i];
                 // Another input reading the same bytes (a view of them)
                 // would see them overwritten.
                 let shared_by_other = inputs.iter().any(|&j| j != i && home[&j].0 == st);
                 let same_size =
                     graph.node(i).shape == node.shape && off == 0 && storage[st].bytes == bytes;
-                (same_size && !shared_by_other && storage[st].last == here && last_use(i) == here)
-                    .then_some((st, off))
+                let in_place = Sharing::InPlace { slot };
+                (same_size
+                    && !shared_by_other
+                    && storage[st].last == here
+                    && last_use(i) == here
+                    && allows(n, in_place))
+                .then_some((st, off, in_place))
             }),
         };
         match shared {
-            Some((st, off)) => {
+            Some((st, off, how)) => {
                 storage[st].last = storage[st].last.max(last_use(n));
                 home.insert(n, (st, off));
+                sharing.insert(n, how);
             }
             None => {
                 storage.push(Storage {
@@ -235,11 +336,12 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
         |s| (std::cmp::Reverse(s.bytes * (s.last - s.first + 1)), s.first),
         |s| (std::cmp::Reverse(0), s.first),
     ];
+    let align = options.align.max(1);
     let mut best: Option<(usize, Vec<usize>)> = None;
     for key in orders {
         let mut sequence: Vec<usize> = (0..storage.len()).collect();
         sequence.sort_by_key(|&i| key(&storage[i]));
-        let (arena, offsets) = place(&storage, &sequence);
+        let (arena, offsets) = place(&storage, &sequence, align);
         if best.as_ref().is_none_or(|(b, _)| arena < *b) {
             best = Some((arena, offsets));
         }
@@ -257,6 +359,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 offset: storage[st].offset + off,
                 bytes: graph.node(n).shape.numel() * 4,
                 shares: (owner[st] != n).then_some(owner[st]),
+                sharing: sharing.get(&n).copied(),
             }
         })
         .collect();
@@ -273,7 +376,7 @@ type PlacementKey = fn(&Storage) -> (std::cmp::Reverse<usize>, usize);
 
 /// Places storages in the given sequence, each at the lowest aligned offset
 /// free for its lifetime. Returns the arena size and each storage's offset.
-fn place(storage: &[Storage], sequence: &[usize]) -> (usize, Vec<usize>) {
+fn place(storage: &[Storage], sequence: &[usize], align: usize) -> (usize, Vec<usize>) {
     let mut offsets = vec![0; storage.len()];
     let steps = storage.iter().map(|s| s.last + 1).max().unwrap_or(0);
     let mut placed = Placed::new(steps);
@@ -290,7 +393,7 @@ fn place(storage: &[Storage], sequence: &[usize]) -> (usize, Vec<usize>) {
             if offset + storage[i].bytes <= start {
                 break;
             }
-            offset = offset.max(stop.next_multiple_of(ALIGN));
+            offset = offset.max(stop.next_multiple_of(align));
         }
         offsets[i] = offset;
         arena = arena.max(offset + storage[i].bytes);
@@ -362,18 +465,70 @@ impl Placed {
     }
 }
 
-/// Inputs whose bytes an op may overwrite with its output
-/// ([`Op::in_place_inputs`]).
-fn in_place_candidates(op: &Op, inputs: &[NodeId]) -> Vec<NodeId> {
-    op.in_place_inputs()
-        .iter()
-        .filter_map(|&slot| inputs.get(slot).copied())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chain of three relus, planned in place, then with every sharing
+    /// refused.
+    fn chain() -> Graph {
+        let mut g = Graph::new("chain");
+        let x = g
+            .add(
+                Op::Input(shufflekit_ir::Shape::chw(2, 4, 4)),
+                "x",
+                &[],
+                None,
+            )
+            .expect("input");
+        let a = g.add(Op::Relu, "a", &[x], None).expect("a");
+        let b = g.add(Op::Relu, "b", &[a], None).expect("b");
+        let c = g.add(Op::Add, "c", &[a, b], None).expect("c");
+        g.set_output(c);
+        g
+    }
+
+    #[test]
+    fn the_check_finds_a_buffer_written_while_another_is_live() {
+        let g = chain();
+        let mut plan = plan(&g);
+        plan.check(&g).expect("the planned arena");
+        // `b` over `a`, which `c` still reads.
+        let [_, a, b, _] = &plan.buffers[..] else {
+            panic!("four buffers")
+        };
+        let (a_offset, b_node) = (a.offset, b.node);
+        let b = plan.buffers.iter_mut().find(|x| x.node == b_node).unwrap();
+        b.offset = a_offset;
+        b.sharing = None;
+        let e = plan.check(&g).expect_err("b overwrites a");
+        assert!(e.contains("`b` writes"), "{e}");
+    }
+
+    #[test]
+    fn refused_sharings_are_not_given_and_the_check_holds() {
+        let g = chain();
+        let shared = plan(&g);
+        assert!(shared.buffers.iter().any(|b| b.sharing.is_some()));
+        let options = Options {
+            align: 128,
+            allows: |_, _, _| false,
+        };
+        let alone = plan_with(&g, &options);
+        alone.check(&g).expect("the planned arena");
+        assert!(alone.buffers.iter().all(|b| b.sharing.is_none()));
+        assert!(alone.buffers.iter().all(|b| b.offset % 128 == 0));
+        assert!(alone.arena_bytes > shared.arena_bytes);
+    }
+
+    #[test]
+    fn a_sharing_the_op_does_not_offer_fails_the_check() {
+        let g = chain();
+        let mut plan = plan(&g);
+        plan.buffers[1].sharing = Some(Sharing::View);
+        let e = plan.check(&g).expect_err("relu is no view");
+        assert!(e.contains("cannot share"), "{e}");
+    }
 
     /// `Placed::overlapping` finds exactly what a scan of every placed
     /// lifetime finds, for lifetimes of every length and position.

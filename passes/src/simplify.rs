@@ -1,12 +1,13 @@
 //! Removes nodes that compute nothing: identity shuffles (one group, or as
-//! many groups as channels), slices of every channel, single-input concats,
-//! flattens of flat tensors, identity channel orders, and nodes whose value
-//! no path to the output uses.
+//! many groups as channels), slices of every channel, single-input concats
+//! without a fused activation, flattens of flat tensors, identity channel
+//! orders, and nodes whose value no path to the output uses.
 //!
 //! It does not merge equal nodes or reorder anything.
 
 use std::collections::HashSet;
 
+use shufflekit_ir::ops::Activation;
 use shufflekit_ir::{Graph, NodeId, Op};
 
 use crate::{Module, Pass, PassError, PassLog};
@@ -71,7 +72,11 @@ fn is_identity(graph: &Graph, id: NodeId) -> bool {
     match &node.op {
         Op::ChannelShuffle(s) => s.groups == 1 || s.groups == node.shape.channels(),
         Op::ChannelSlice(s) => s.start == 0 && input_shape().is_some_and(|i| i == node.shape),
-        Op::Concat(c) => c.output_order.is_none() && graph.inputs(id).len() == 1,
+        Op::Concat(c) => {
+            c.output_order.is_none()
+                && c.activation == Activation::None
+                && graph.inputs(id).len() == 1
+        }
         Op::Flatten => input_shape().is_some_and(|i| i.rank() == 1),
         _ => false,
     }

@@ -71,6 +71,11 @@ fn fold_channel_shuffle() {
 }
 
 #[test]
+fn fuse_copy_activation() {
+    golden("fuse-copy-activation");
+}
+
+#[test]
 fn fuse_epilogue() {
     golden("fuse-epilogue");
 }

@@ -187,6 +187,32 @@ fn check(graph: Graph, seed: u64) -> Result<(), TestCaseError> {
             "{names:?}: {:?}",
             plan.check(&m.graph)
         );
+        // Consumers that take fewer sharings, or want other alignments.
+        let restricted = [
+            memory::Options {
+                align: 256,
+                allows: |_, _, _| false,
+            },
+            memory::Options {
+                align: 4,
+                allows: |_, _, sharing| sharing != memory::Sharing::View,
+            },
+        ];
+        for options in restricted {
+            let plan = memory::plan_with(&m.graph, &options);
+            prop_assert!(
+                plan.check(&m.graph).is_ok(),
+                "{names:?}, align {}: {:?}",
+                options.align,
+                plan.check(&m.graph)
+            );
+            for b in &plan.buffers {
+                prop_assert_eq!(b.offset % options.align, 0);
+                if let Some(sharing) = b.sharing {
+                    prop_assert!((options.allows)(&m.graph, b.node, sharing));
+                }
+            }
+        }
     }
     Ok(())
 }

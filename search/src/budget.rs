@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 pub use shufflekit_ir::cost::Convention;
 use shufflekit_ir::cost::{Cost, LayerKind};
 use shufflekit_ir::Graph;
+use shufflekit_passes::PassError;
 
 /// Which layers the budget counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -165,74 +166,30 @@ impl Constraints {
 }
 
 /// How peak memory is obtained (recorded in the flops evaluator's description).
-pub const MEMORY_METHOD: &str = "the arena of shufflekit_passes::memory::plan after the default pass pipeline (f32, one image; in-place and view sharing), as `shufflekit flops` reports it";
+pub const MEMORY_METHOD: &str = "the arena of shufflekit_passes::memory::plan after the default pass pipeline (f32, one image; in-place and view sharing), as `shufflekit flops` reports it; if a pass fails on a valid graph, the same planner on the unoptimised graph (recorded per candidate in `memory_method`)";
 
 /// Peak activation memory: the arena size of one image, as planned by
 /// `shufflekit_passes::memory` after the default optimisation pipeline,
-/// and the plan's lower bound. Falls back to [`liveness_peak_bytes`] of
-/// the unoptimised graph (both values) if the pipeline rejects the graph.
-pub fn peak_activation_bytes(graph: &Graph) -> (u64, u64, &'static str) {
+/// the plan's lower bound, and how it was obtained. If a pass fails on a
+/// valid graph, the unoptimised graph is planned instead: that is the
+/// graph the latency evaluator then runs. An invalid graph has no plan
+/// and is an error.
+pub fn peak_activation_bytes(graph: &Graph) -> Result<(u64, u64, &'static str), PassError> {
     let mut module = shufflekit_passes::Module::graph_only(graph.clone());
-    match shufflekit_passes::optimize(&mut module) {
-        Ok(_) => {
-            let plan = shufflekit_passes::memory::plan(&module.graph);
-            (
-                plan.arena_bytes as u64,
-                plan.lower_bound_bytes as u64,
-                "passes::memory",
-            )
-        }
-        Err(_) => {
-            let b = liveness_peak_bytes(graph);
-            (
-                b,
-                b,
-                "liveness estimate (the pass pipeline rejected the graph)",
-            )
-        }
-    }
-}
-
-/// Largest total of simultaneously live activations for a batch of one `f32`
-/// image, without optimisation or in-place reuse: walks the nodes in
-/// topological order, allocating each output when its node runs and
-/// freeing a value once its last user has run.
-pub fn liveness_peak_bytes(graph: &Graph) -> u64 {
-    let order: Vec<_> = graph.nodes().collect();
-    let mut position = std::collections::HashMap::new();
-    for (i, id) in order.iter().enumerate() {
-        position.insert(*id, i);
-    }
-    let output = graph.output();
-    // Index of the last user of each node (itself if unused).
-    let mut last_use = vec![0usize; order.len()];
-    for (i, id) in order.iter().enumerate() {
-        last_use[i] = i;
-        for u in graph.users(*id) {
-            if let Some(&p) = position.get(&u) {
-                last_use[i] = last_use[i].max(p);
-            }
-        }
-        if Some(*id) == output {
-            last_use[i] = usize::MAX;
-        }
-    }
-    let mut frees: Vec<Vec<usize>> = vec![Vec::new(); order.len()];
-    for (i, &l) in last_use.iter().enumerate() {
-        if l != usize::MAX {
-            frees[l].push(i);
-        }
-    }
-    let bytes = |i: usize| graph.node(order[i]).shape.numel() as u64 * 4;
-    let (mut live, mut peak) = (0u64, 0u64);
-    for (i, freed) in frees.iter().enumerate() {
-        live += bytes(i);
-        peak = peak.max(live);
-        for &f in freed {
-            live -= bytes(f);
-        }
-    }
-    peak
+    let (planned, method) = match shufflekit_passes::optimize(&mut module) {
+        Ok(_) => (&module.graph, "passes::memory"),
+        Err(e @ PassError::InvalidInput { .. }) => return Err(e),
+        Err(_) => (
+            graph,
+            "passes::memory on the unoptimised graph (a pass failed on it)",
+        ),
+    };
+    let plan = shufflekit_passes::memory::plan(planned);
+    Ok((
+        plan.arena_bytes as u64,
+        plan.lower_bound_bytes as u64,
+        method,
+    ))
 }
 
 /// The layer groups of the per-kind cost plot.
@@ -262,4 +219,42 @@ pub fn ops_by_kind(cost: &Cost) -> Vec<(&'static str, u64)> {
         .zip(totals)
         .map(|((k, _), t)| (*k, t))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_memory_is_the_arena_the_passes_plan_after_the_pipeline() {
+        let src = "name: t\ninput: [4, 8, 8]\nlayers:\n  - conv: {out: 8, kernel: 1}\n  - batch_norm\n  - relu\n  - conv: {out: 4, kernel: 1}\n";
+        let graph = shufflekit_spec::load_str(src, "t.yaml", &[]).expect("spec");
+        let mut module = shufflekit_passes::Module::graph_only(graph.clone());
+        shufflekit_passes::optimize(&mut module).expect("pipeline");
+        let plan = shufflekit_passes::memory::plan(&module.graph);
+        let (arena, lower_bound, method) = peak_activation_bytes(&graph).expect("planned");
+        assert_eq!(arena, plan.arena_bytes as u64);
+        assert_eq!(lower_bound, plan.lower_bound_bytes as u64);
+        assert_eq!(method, "passes::memory");
+    }
+
+    #[test]
+    fn an_invalid_graph_has_no_peak_memory() {
+        let mut graph = Graph::new("bad");
+        let x = graph
+            .add(
+                shufflekit_ir::Op::Input(shufflekit_ir::Shape::chw(2, 4, 4)),
+                "x",
+                &[],
+                None,
+            )
+            .expect("input");
+        let r = graph
+            .add(shufflekit_ir::Op::Relu, "r", &[x], None)
+            .expect("relu");
+        graph.set_output(r);
+        graph.node_mut(r).shape = shufflekit_ir::Shape::chw(3, 4, 4);
+        let e = peak_activation_bytes(&graph).expect_err("the verifier refuses it");
+        assert!(matches!(e, PassError::InvalidInput { .. }), "{e}");
+    }
 }

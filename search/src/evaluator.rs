@@ -137,7 +137,8 @@ impl Evaluator for FlopsEvaluator {
         m.set(metric::CONV_MACS, ctx.cost.conv_macs as f64);
         m.set("ops", ctx.cost.ops as f64);
         m.set(metric::PARAMS, ctx.cost.params as f64);
-        let (arena, lower_bound, method) = peak_activation_bytes(ctx.graph);
+        let (arena, lower_bound, method) = peak_activation_bytes(ctx.graph)
+            .map_err(|e| EvaluatorError::new(self.name(), format!("peak memory: {e}")))?;
         m.set(metric::PEAK_MEMORY, arena as f64);
         m.set("memory_lower_bound_bytes", lower_bound as f64);
         m.note("memory_method", method);

@@ -144,6 +144,11 @@ fn fields(op: &Op) -> Result<Vec<(&'static str, String)>, String> {
         Op::Concat(c) if c.output_order.is_some() => {
             return Err("it has a fused channel order (the compiler passes made it)".into())
         }
+        Op::Concat(c) if c.activation != shufflekit_ir::ops::Activation::None => {
+            return Err(format!(
+                "it has a fused activation (`{op}`, made by the compiler passes)"
+            ))
+        }
         Op::ChannelSlice(c) => {
             f.push(("start", c.start.to_string()));
             f.push(("len", c.len.to_string()));

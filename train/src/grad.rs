@@ -271,6 +271,16 @@ fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     out
 }
 
+/// The gradient through a fused activation, from the gradient `g` of its
+/// output `y`.
+fn activation_grad(act: Activation, g: Vec<f32>, y: &[f32]) -> Vec<f32> {
+    match act {
+        Activation::None => g,
+        Activation::Relu => zip_map(&g, y, |g, y| if y > 0.0 { g } else { 0.0 }),
+        Activation::Relu6 => zip_map(&g, y, |g, y| if y > 0.0 && y < 6.0 { g } else { 0.0 }),
+    }
+}
+
 /// Parallel elementwise map of two buffers.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0; a.len()];
@@ -452,6 +462,10 @@ fn forward_op(
                         at += n;
                     }
                 });
+            if p.activation != Activation::None {
+                let act = p.activation;
+                y = map(&y, |v| act.apply(v));
+            }
             if let Some(order) = &p.output_order {
                 permute_channels(&mut y, s.shape.spatial(), order, false);
             }
@@ -920,13 +934,7 @@ impl Tape<'_> {
                 Op::Input(_) => Vec::new(),
                 Op::Conv2d(p) => {
                     let spatial = s.shape.spatial();
-                    let mut g = match p.activation {
-                        Activation::None => g,
-                        Activation::Relu => zip_map(&g, y, |g, y| if y > 0.0 { g } else { 0.0 }),
-                        Activation::Relu6 => {
-                            zip_map(&g, y, |g, y| if y > 0.0 && y < 6.0 { g } else { 0.0 })
-                        }
-                    };
+                    let mut g = activation_grad(p.activation, g, y);
                     let residual = if p.residual { Some(g.clone()) } else { None };
                     if let Some(order) = &p.output_order {
                         permute_channels(&mut g, spatial, order, true);
@@ -1064,7 +1072,7 @@ impl Tape<'_> {
                     vec![dx]
                 }
                 Op::Concat(p) => {
-                    let mut g = g;
+                    let mut g = activation_grad(p.activation, g, y);
                     if let Some(order) = &p.output_order {
                         permute_channels(&mut g, s.shape.spatial(), order, true);
                     }

@@ -292,8 +292,14 @@ fn data_movement_gradients() {
     check(&g, Mode::Train, 2, 2, 12);
     let g = single("flatten", Shape::chw(2, 2, 3), Op::Flatten);
     check(&g, Mode::Train, 2, 3, 12);
-    // concat(b, a, b) of two slices, with and without a channel order.
-    for order in [None, Some(vec![3, 0, 5, 1, 4, 2, 6])] {
+    // concat(b, a, b) of two slices, with and without a channel order, and
+    // with each fused activation.
+    let orders = [None, Some(vec![3, 0, 5, 1, 4, 2, 6])];
+    let cases = orders.iter().map(|o| (o.clone(), Activation::None)).chain([
+        (Some(vec![3, 0, 5, 1, 4, 2, 6]), Activation::Relu),
+        (None, Activation::Relu6),
+    ]);
+    for (order, activation) in cases {
         let mut g = Graph::new("concat");
         let x = g
             .add(Op::Input(Shape::chw(4, 2, 2)), "input", &[], None)
@@ -317,6 +323,7 @@ fn data_movement_gradients() {
         g.add(
             Op::Concat(Concat {
                 output_order: order,
+                activation,
             }),
             "cat",
             &[b, a, b],
