@@ -183,11 +183,8 @@ pub fn count(graph: &Graph, convention: Convention) -> Cost {
             Op::Linear(l) if l.bias => out,
             // A fused activation counts as the op it replaced.
             Op::Concat(c) => out * u64::from(c.activation != crate::ops::Activation::None),
-            Op::BatchNorm(_) => 2 * out,
-            Op::Relu | Op::Relu6 | Op::Sigmoid | Op::Add | Op::Mul => out,
-            Op::HardSigmoid | Op::HardSwish => out,
             Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool => input_elems,
-            _ => 0,
+            op => out * op.ops_per_output(),
         };
         let layer_ops = match convention {
             Convention::Macs => macs,

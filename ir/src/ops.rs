@@ -827,6 +827,42 @@ impl Op {
         })
     }
 
+    /// The op a spec layer key names when the layer has no fields of its
+    /// own (`relu`, `add`, `concat`...): the parser builds these from the
+    /// key alone, and the spec writer writes no fields for them. None for
+    /// the keys of ops with fields, and for unknown keys.
+    pub fn from_bare_spec_key(key: &str) -> Option<Op> {
+        [
+            Op::Relu,
+            Op::Relu6,
+            Op::Sigmoid,
+            Op::HardSigmoid,
+            Op::HardSwish,
+            Op::GlobalAvgPool,
+            Op::Add,
+            Op::Mul,
+            Op::Concat(Concat::default()),
+            Op::Flatten,
+            Op::Softmax,
+        ]
+        .into_iter()
+        .find(|op| op.spec_key() == Some(key))
+    }
+
+    /// The elementwise operations per output value that mmcv's `macs-all`
+    /// convention counts for an op that works element by element (0 for
+    /// the others: convolutions, pools and data movement are counted by
+    /// their structure in `cost`).
+    pub fn ops_per_output(&self) -> u64 {
+        match self {
+            // Scale and shift.
+            Op::BatchNorm(_) => 2,
+            Op::Relu | Op::Relu6 | Op::Sigmoid | Op::HardSigmoid | Op::HardSwish => 1,
+            Op::Add | Op::Mul => 1,
+            _ => 0,
+        }
+    }
+
     /// How many inputs the op takes.
     pub fn arity(&self) -> Arity {
         match self {

@@ -30,12 +30,57 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use shufflekit_ir::ops::Op;
 
-use crate::plan::{Act as Activation, Elementwise, Kernel, Reduce, Window};
+use crate::plan::{Act as Activation, Kernel, Reduce, Window};
 use crate::target::Features;
 
 /// The most bytes of a row a kernel copies to its stack frame.
 pub(crate) const MAX_ROW_COPY: usize = 32 * 1024;
+
+/// Elementwise operations, on one channel plane per unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Elementwise {
+    /// `x * scale[c] + shift[c]` (inference batch norm).
+    Affine,
+    Relu,
+    Relu6,
+    Sigmoid,
+    HardSigmoid,
+    HardSwish,
+    Add,
+    Mul,
+    /// `x * y[c]` with `y` of shape `[C, 1, 1]`.
+    MulChannel,
+}
+
+impl Elementwise {
+    /// The kernel of a one-input op that works element by element, or None
+    /// for the other ops (each has a kernel of its own in `plan`).
+    pub(crate) fn unary(op: &Op) -> Option<Elementwise> {
+        Some(match op {
+            Op::BatchNorm(_) => Elementwise::Affine,
+            Op::Relu => Elementwise::Relu,
+            Op::Relu6 => Elementwise::Relu6,
+            Op::Sigmoid => Elementwise::Sigmoid,
+            Op::HardSigmoid => Elementwise::HardSigmoid,
+            Op::HardSwish => Elementwise::HardSwish,
+            Op::Input(_)
+            | Op::Conv2d(_)
+            | Op::ChannelShuffle(_)
+            | Op::MaxPool(_)
+            | Op::AvgPool(_)
+            | Op::GlobalAvgPool
+            | Op::Add
+            | Op::Mul
+            | Op::Concat(_)
+            | Op::ChannelSlice(_)
+            | Op::Linear(_)
+            | Op::Flatten
+            | Op::Softmax => return None,
+        })
+    }
+}
 
 /// Partial sums per channel vector of a single column (see
 /// `window_block`): enough independent FMAs to cover their latency.

@@ -199,7 +199,7 @@ pub(crate) fn packed_len(layer: &Layer) -> usize {
     match &layer.kernel {
         Kernel::Window(w) if w.reduce == Reduce::Fma => w.group_len() * w.groups,
         Kernel::Elementwise {
-            op: crate::plan::Elementwise::Affine,
+            op: crate::lower::Elementwise::Affine,
             channels,
             ..
         } => 2 * channels,

@@ -16,6 +16,7 @@ use shufflekit_ir::verify::VerifyErrors;
 use shufflekit_ir::{Graph, NodeId, Shape};
 use shufflekit_passes::memory;
 
+use crate::lower::Elementwise;
 use crate::JitError;
 
 /// The buffer [`JitError::TooLarge`] names for a layer's weights.
@@ -138,22 +139,6 @@ impl From<Activation> for Act {
             Activation::Relu6 => Act::Relu6,
         }
     }
-}
-
-/// Elementwise operations, on one channel plane per unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Elementwise {
-    /// `x * scale[c] + shift[c]` (inference batch norm).
-    Affine,
-    Relu,
-    Relu6,
-    Sigmoid,
-    HardSigmoid,
-    HardSwish,
-    Add,
-    Mul,
-    /// `x * y[c]` with `y` of shape `[C, 1, 1]`.
-    MulChannel,
 }
 
 /// The code that computes one layer.
@@ -494,17 +479,6 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
             channels: x.channels(),
             len: x.spatial(),
         },
-        Op::BatchNorm(_) | Op::Relu | Op::Relu6 | Op::Sigmoid | Op::HardSigmoid | Op::HardSwish => {
-            let op = match node.op {
-                Op::BatchNorm(_) => Elementwise::Affine,
-                Op::Relu => Elementwise::Relu,
-                Op::Relu6 => Elementwise::Relu6,
-                Op::HardSigmoid => Elementwise::HardSigmoid,
-                Op::HardSwish => Elementwise::HardSwish,
-                _ => Elementwise::Sigmoid,
-            };
-            elementwise(op, x)
-        }
         Op::Add => elementwise(Elementwise::Add, x),
         Op::Mul => {
             let y = in_shapes
@@ -555,13 +529,17 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
             inputs: 1,
             activation: Act::None,
         },
-        Op::Input(_) => {
-            return Err(JitError::Internal(format!(
-                "`{}` ({}) has no kernel",
-                node.name,
-                node.op.kind()
-            )))
-        }
+        // One-input elementwise ops (`Elementwise::unary` says which).
+        op => match Elementwise::unary(op) {
+            Some(e) => elementwise(e, x),
+            None => {
+                return Err(JitError::Internal(format!(
+                    "`{}` ({}) has no kernel",
+                    node.name,
+                    node.op.kind()
+                )))
+            }
+        },
     })
 }
 

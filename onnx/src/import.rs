@@ -42,8 +42,9 @@ pub struct Imported {
     pub weights: Weights,
 }
 
-/// The ops [`import`] knows, in the default ONNX domain.
-const SUPPORTED: &[&str] = &[
+/// The ops [`import`] knows, in the default ONNX domain (a Reshape,
+/// Transpose, Reshape sequence imports as a channel shuffle).
+pub(crate) const SUPPORTED: &[&str] = &[
     "Conv",
     "BatchNormalization",
     "Relu",

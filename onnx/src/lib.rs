@@ -127,7 +127,7 @@ pub enum ImportError {
     Model(String),
     /// Nodes that are neither folded into constants nor mapped onto
     /// shufflekit's layers; all of them are listed, each with why.
-    #[error("{} node{} shufflekit cannot import (it imports Conv, BatchNormalization, Relu, Clip(0, 6), Sigmoid, HardSigmoid, HardSwish, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, Add, Mul, Concat, Split, Slice, Reshape-Transpose-Reshape channel shuffles, Gemm, MatMul, Flatten, Softmax, Identity, Constant, and folds Shape, Gather, Unsqueeze, Squeeze, Concat, Slice, Div, Mul, Add, Sub, Cast, Range, Reshape, ConstantOfShape and Expand when their inputs are known at import): {}", nodes.len(), if nodes.len() == 1 { "" } else { "s" }, nodes.iter().map(|n| format!("`{}` ({}): {}", n.name, n.op, n.reason)).collect::<Vec<_>>().join("; "))]
+    #[error("{} node{} shufflekit cannot import (it imports {}, and folds {} when their inputs are known at import): {}", nodes.len(), if nodes.len() == 1 { "" } else { "s" }, import::SUPPORTED.join(", "), fold::FOLDABLE.join(", "), nodes.iter().map(|n| format!("`{}` ({}): {}", n.name, n.op, n.reason)).collect::<Vec<_>>().join("; "))]
     Unsupported {
         /// Each node, in graph order.
         nodes: Vec<UnsupportedNode>,

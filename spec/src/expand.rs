@@ -12,7 +12,7 @@ use crate::yaml::{Loc, ScalarStyle, Yaml, YamlKind};
 use crate::{Overrides, ParamValues, Spec, SpecError};
 use shufflekit_ir::graph::{Graph, NodeId, SourceLoc};
 use shufflekit_ir::ops::{
-    BatchNorm, ChannelShuffle, ChannelSlice, Concat, Conv2d, Linear, Op, Pool, SpecSyntax,
+    Arity, BatchNorm, ChannelShuffle, ChannelSlice, Conv2d, Linear, Op, Pool, SpecSyntax,
     SPEC_SYNTAX,
 };
 use shufflekit_ir::shape::{Shape, MAX_DIM};
@@ -1023,88 +1023,83 @@ impl<'s> Builder<'s> {
             Some(v) => self.refs(ctx, v)?,
             None => vec![ctx.prev],
         };
-        let op = match kind {
-            "conv" => Op::Conv2d(Conv2d {
-                out_channels: self.count_field(ctx, &mut f, "out", None, 1)?,
-                kernel: self.pair_field(ctx, &mut f, "kernel", None, 1)?,
-                stride: self.pair_field(ctx, &mut f, "stride", Some([1, 1]), 1)?,
-                padding: self.pair_field(ctx, &mut f, "padding", Some([0, 0]), 0)?,
-                dilation: self.pair_field(ctx, &mut f, "dilation", Some([1, 1]), 1)?,
-                groups: self.count_field(ctx, &mut f, "groups", Some(1), 1)?,
-                bias: self.bool_field(ctx, &mut f, "bias", false)?,
-                ..Conv2d::new(1, 1)
-            }),
-            "batch_norm" => Op::BatchNorm(BatchNorm {
-                eps: self.float_field(ctx, &mut f, "eps", 1e-5)? as f32,
-            }),
-            "relu" => Op::Relu,
-            "relu6" => Op::Relu6,
-            "sigmoid" => Op::Sigmoid,
-            "hard_sigmoid" => Op::HardSigmoid,
-            "hard_swish" => Op::HardSwish,
-            "channel_shuffle" => Op::ChannelShuffle(ChannelShuffle {
-                groups: self.count_field(ctx, &mut f, "groups", None, 1)?,
-            }),
-            "max_pool" | "avg_pool" => {
-                let kernel = self.pair_field(ctx, &mut f, "kernel", None, 1)?;
-                let pool = Pool {
-                    kernel,
-                    stride: self.pair_field(ctx, &mut f, "stride", Some(kernel), 1)?,
+        let op = if let Some(op) = Op::from_bare_spec_key(kind) {
+            op
+        } else {
+            match kind {
+                "conv" => Op::Conv2d(Conv2d {
+                    out_channels: self.count_field(ctx, &mut f, "out", None, 1)?,
+                    kernel: self.pair_field(ctx, &mut f, "kernel", None, 1)?,
+                    stride: self.pair_field(ctx, &mut f, "stride", Some([1, 1]), 1)?,
                     padding: self.pair_field(ctx, &mut f, "padding", Some([0, 0]), 0)?,
-                    ceil_mode: self.bool_field(ctx, &mut f, "ceil_mode", false)?,
-                    count_include_pad: if kind == "avg_pool" {
-                        self.bool_field(ctx, &mut f, "count_include_pad", true)?
+                    dilation: self.pair_field(ctx, &mut f, "dilation", Some([1, 1]), 1)?,
+                    groups: self.count_field(ctx, &mut f, "groups", Some(1), 1)?,
+                    bias: self.bool_field(ctx, &mut f, "bias", false)?,
+                    ..Conv2d::new(1, 1)
+                }),
+                "batch_norm" => Op::BatchNorm(BatchNorm {
+                    eps: self.float_field(ctx, &mut f, "eps", 1e-5)? as f32,
+                }),
+                "channel_shuffle" => Op::ChannelShuffle(ChannelShuffle {
+                    groups: self.count_field(ctx, &mut f, "groups", None, 1)?,
+                }),
+                "max_pool" | "avg_pool" => {
+                    let kernel = self.pair_field(ctx, &mut f, "kernel", None, 1)?;
+                    let pool = Pool {
+                        kernel,
+                        stride: self.pair_field(ctx, &mut f, "stride", Some(kernel), 1)?,
+                        padding: self.pair_field(ctx, &mut f, "padding", Some([0, 0]), 0)?,
+                        ceil_mode: self.bool_field(ctx, &mut f, "ceil_mode", false)?,
+                        count_include_pad: if kind == "avg_pool" {
+                            self.bool_field(ctx, &mut f, "count_include_pad", true)?
+                        } else {
+                            true
+                        },
+                    };
+                    if kind == "max_pool" {
+                        Op::MaxPool(pool)
                     } else {
-                        true
-                    },
-                };
-                if kind == "max_pool" {
-                    Op::MaxPool(pool)
-                } else {
-                    Op::AvgPool(pool)
+                        Op::AvgPool(pool)
+                    }
                 }
-            }
-            "global_avg_pool" => Op::GlobalAvgPool,
-            "add" => Op::Add,
-            "mul" => Op::Mul,
-            "concat" => Op::Concat(Concat::default()),
-            "slice" => {
-                let start = self.count_field(ctx, &mut f, "start", Some(0), 0)?;
-                let len = match (f.has("len"), f.has("end")) {
-                    (true, false) => self.count_field(ctx, &mut f, "len", None, 1)?,
-                    (false, true) => {
-                        let end = self.count_field(ctx, &mut f, "end", None, 1)?;
-                        if end <= start {
+                "slice" => {
+                    let start = self.count_field(ctx, &mut f, "start", Some(0), 0)?;
+                    let len = match (f.has("len"), f.has("end")) {
+                        (true, false) => self.count_field(ctx, &mut f, "len", None, 1)?,
+                        (false, true) => {
+                            let end = self.count_field(ctx, &mut f, "end", None, 1)?;
+                            if end <= start {
+                                return Err(self.err(
+                                    ctx.file,
+                                    at.loc,
+                                    kind.len(),
+                                    format!("slice end {end} is not after start {start}"),
+                                ));
+                            }
+                            end - start
+                        }
+                        _ => {
                             return Err(self.err(
                                 ctx.file,
                                 at.loc,
                                 kind.len(),
-                                format!("slice end {end} is not after start {start}"),
-                            ));
+                                "`slice` needs exactly one of `len` and `end`".into(),
+                            ))
                         }
-                        end - start
-                    }
-                    _ => {
-                        return Err(self.err(
-                            ctx.file,
-                            at.loc,
-                            kind.len(),
-                            "`slice` needs exactly one of `len` and `end`".into(),
-                        ))
-                    }
-                };
-                Op::ChannelSlice(ChannelSlice { start, len })
+                    };
+                    Op::ChannelSlice(ChannelSlice { start, len })
+                }
+                "split" => return self.split(ctx, f, name, inputs, at),
+                "linear" => Op::Linear(Linear {
+                    out_features: self.count_field(ctx, &mut f, "out", None, 1)?,
+                    bias: self.bool_field(ctx, &mut f, "bias", true)?,
+                }),
+                _ => unreachable!("canonical op names are matched above"),
             }
-            "split" => return self.split(ctx, f, name, inputs, at),
-            "linear" => Op::Linear(Linear {
-                out_features: self.count_field(ctx, &mut f, "out", None, 1)?,
-                bias: self.bool_field(ctx, &mut f, "bias", true)?,
-            }),
-            "flatten" => Op::Flatten,
-            "softmax" => Op::Softmax,
-            _ => unreachable!("canonical op names are matched above"),
         };
-        if matches!(op, Op::Add | Op::Mul | Op::Concat(_)) && from.is_none() {
+        // Ops of several inputs name them all in `from`.
+        let single = op.arity() == Arity::Exactly(1);
+        if !single && from.is_none() {
             return Err(self.err(
                 ctx.file,
                 at.loc,
@@ -1112,17 +1107,18 @@ impl<'s> Builder<'s> {
                 format!("`{kind}` needs `from: [a, b, ...]` naming its inputs"),
             ));
         }
-        if let (Some(v), Op::Add | Op::Mul) = (from, &op) {
-            if inputs.len() != 2 {
+        if let (Some(v), Arity::Exactly(n)) = (from, op.arity()) {
+            if n > 1 && inputs.len() != n {
+                let n = if n == 2 { "two".into() } else { n.to_string() };
                 return Err(self.err(
                     ctx.file,
                     v.loc,
                     1,
-                    format!("`{kind}` takes two inputs, `from` names {}", inputs.len()),
+                    format!("`{kind}` takes {n} inputs, `from` names {}", inputs.len()),
                 ));
             }
         }
-        if !matches!(op, Op::Add | Op::Mul | Op::Concat(_)) && inputs.len() != 1 {
+        if single && inputs.len() != 1 {
             let v = from.expect("more than one input comes from `from`");
             return Err(self.err(
                 ctx.file,

@@ -157,18 +157,14 @@ fn fields(op: &Op) -> Result<Vec<(&'static str, String)>, String> {
             f.push(("out", l.out_features.to_string()));
             f.push(("bias", l.bias.to_string()));
         }
-        Op::Input(_)
-        | Op::Relu
-        | Op::Relu6
-        | Op::Sigmoid
-        | Op::HardSigmoid
-        | Op::HardSwish
-        | Op::GlobalAvgPool
-        | Op::Add
-        | Op::Mul
-        | Op::Concat(_)
-        | Op::Flatten
-        | Op::Softmax => {}
+        Op::Input(_) => {}
+        // The ops a key names alone.
+        op if op.spec_key().and_then(Op::from_bare_spec_key).as_ref() == Some(op) => {}
+        op => {
+            return Err(format!(
+                "the spec writer does not know the fields of `{op}`"
+            ))
+        }
     }
     Ok(f)
 }
