@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_ir::Graph;
 
 /// Options of the object output of `shufflekit compile`.
@@ -41,21 +40,7 @@ pub fn write_object(graph: &Graph, args: &AotArgs, out: &mut impl Write) -> anyh
     let Some(path) = &args.output else {
         anyhow::bail!("no output file");
     };
-    let weights = match &args.weights {
-        Some(p) => {
-            let w = Weights::load(p)?;
-            w.check(graph)
-                .with_context(|| format!("weights file `{}`", p.display()))?;
-            w
-        }
-        None => Weights::try_init(
-            graph,
-            &InitOptions {
-                seed: args.seed,
-                randomize_batch_norm: false,
-            },
-        )?,
-    };
+    let weights = crate::weights_for(graph, args.weights.as_deref(), args.seed, None)?;
     let options = shufflekit_jit::ObjectOptions {
         target: args.target.clone().unwrap_or_else(|| "host".into()),
         name: args.name.clone(),

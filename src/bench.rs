@@ -12,7 +12,7 @@ use shufflekit_ir::cost::{self, Convention, LayerKind};
 use shufflekit_ir::eval;
 use shufflekit_ir::input::random_input;
 use shufflekit_ir::tensor::Tensor;
-use shufflekit_ir::weights::{InitOptions, Weights};
+use shufflekit_ir::weights::Weights;
 use shufflekit_ir::Graph;
 use shufflekit_jit::{CompileOptions, Model};
 
@@ -74,15 +74,7 @@ fn kind_name(k: LayerKind) -> &'static str {
 /// `shufflekit bench`.
 pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let graph = crate::load(&args.spec)?;
-    let weights = match &args.weights {
-        Some(path) => {
-            let w = Weights::load(path)?;
-            w.check(&graph)
-                .with_context(|| format!("weights file `{}`", path.display()))?;
-            w
-        }
-        None => Weights::try_init(&graph, &InitOptions::default())?,
-    };
+    let weights = crate::weights_for(&graph, args.weights.as_deref(), 0, None)?;
     let inputs = graph.input_nodes();
     let [input_node] = inputs[..] else {
         anyhow::bail!(

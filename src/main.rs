@@ -19,6 +19,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shufflekit_ir::cost::{self, Convention, Cost};
 use shufflekit_ir::text::{self, DumpOptions};
+use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_ir::Graph;
 use shufflekit_search::error::SearchError;
 use shufflekit_spec::SpecError;
@@ -156,6 +157,32 @@ fn load(args: &SpecArgs) -> anyhow::Result<Graph> {
         .map(|s| shufflekit_spec::parse_override(s))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(shufflekit_spec::load(&args.spec, &overrides)?)
+}
+
+/// The weights a command runs with: those of `file`, checked against the
+/// graph, or else seeded ones, said on stderr when `note` is given
+/// (`note: no --weights given: {note} from seed {seed}`).
+fn weights_for(
+    graph: &Graph,
+    file: Option<&std::path::Path>,
+    seed: u64,
+    note: Option<&str>,
+) -> anyhow::Result<Weights> {
+    if let Some(path) = file {
+        let weights = Weights::load(path)?;
+        weights
+            .check(graph)
+            .with_context(|| format!("weights file `{}`", path.display()))?;
+        return Ok(weights);
+    }
+    if let Some(note) = note {
+        eprintln!("note: no --weights given: {note} from seed {seed}");
+    }
+    let init = InitOptions {
+        seed,
+        randomize_batch_norm: false,
+    };
+    Ok(Weights::try_init(graph, &init)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use shufflekit_ir::weights::{InitOptions, Weights};
 
 use crate::SpecArgs;
 
@@ -40,28 +39,12 @@ pub(crate) struct ImportArgs {
 /// `shufflekit export`.
 pub(crate) fn export(args: &ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let graph = crate::load(&args.spec)?;
-    let weights = match &args.weights {
-        Some(path) => {
-            let weights = Weights::load(path)?;
-            weights
-                .check(&graph)
-                .with_context(|| format!("weights file `{}`", path.display()))?;
-            weights
-        }
-        None => {
-            eprintln!(
-                "note: no --weights given: exporting weights initialised from seed {}",
-                args.seed
-            );
-            Weights::try_init(
-                &graph,
-                &InitOptions {
-                    seed: args.seed,
-                    randomize_batch_norm: false,
-                },
-            )?
-        }
-    };
+    let weights = crate::weights_for(
+        &graph,
+        args.weights.as_deref(),
+        args.seed,
+        Some("exporting weights initialised"),
+    )?;
     let bytes = shufflekit_onnx::export(&graph, &weights)
         .with_context(|| format!("exporting `{}`", graph.name))?;
     std::fs::write(&args.output, &bytes)

@@ -113,28 +113,12 @@ pub(crate) fn run(args: &RunArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let graph = crate::load(&args.spec)?;
     let input_shape = single_input(&graph)?;
 
-    let weights = match &args.weights {
-        Some(path) => {
-            let weights = Weights::load(path)?;
-            weights
-                .check(&graph)
-                .with_context(|| format!("weights file `{}`", path.display()))?;
-            weights
-        }
-        None => {
-            eprintln!(
-                "note: no --weights given: initialising weights from seed {}",
-                args.seed
-            );
-            Weights::try_init(
-                &graph,
-                &InitOptions {
-                    seed: args.seed,
-                    randomize_batch_norm: false,
-                },
-            )?
-        }
-    };
+    let weights = crate::weights_for(
+        &graph,
+        args.weights.as_deref(),
+        args.seed,
+        Some("initialising weights"),
+    )?;
 
     let (input, source) = read_input(args, &input_shape)?;
     let batch = input.batch();
