@@ -140,12 +140,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The located error behind `e`, if it has one: a spec error, or a search
-/// space file's.
+/// The located error behind `e`, if it has one: a spec error, also one a
+/// search hit reading its spec, or a search space file's.
 fn located_error(e: &anyhow::Error) -> Option<&SpecError> {
     e.downcast_ref::<SpecError>()
         .or_else(|| match e.downcast_ref::<SearchError>() {
-            Some(SearchError::SpaceFile { source }) => Some(source),
+            Some(SearchError::SpaceFile { source } | SearchError::Spec(source)) => Some(source),
             _ => None,
         })
 }

@@ -369,3 +369,31 @@ fn space_files_are_read_and_their_errors_show_the_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn a_spec_error_met_by_a_search_shows_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.yaml");
+    std::fs::write(
+        &spec,
+        "name: x\nparams: {groups: 3}\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 4, kernel: 3, groups: groups}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("o");
+    let o = run(&[
+        "search",
+        spec.to_str().unwrap(),
+        "--sweep",
+        "groups=1,3",
+        "--evaluate",
+        "flops",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not divisible by groups 3"), "{stderr}");
+    assert!(stderr.contains("bad.yaml:5:5"), "{stderr}");
+    assert!(stderr.contains("- conv: {out: 4"), "{stderr}");
+}
