@@ -621,16 +621,12 @@ impl ConvPlane<'_> {
                 let off_y = p.tap_offset(0, ky);
                 for kx in 0..kw {
                     let wv = self.weights[(i * kh + ky) * kw + kx];
-                    let off_x = p.tap_offset(1, kx);
-                    let std::ops::Range {
-                        start: x_lo,
-                        end: x_hi,
-                    } = p.valid_outputs(1, kx);
-                    if x_lo >= x_hi {
+                    let xs = p.valid_outputs(1, kx);
+                    if xs.is_empty() {
                         continue;
                     }
-                    let ix0 = (x_lo as isize * sw as isize + off_x) as usize;
-                    let count = x_hi - x_lo;
+                    let (x_lo, x_hi, count) = (xs.start, xs.end, xs.len());
+                    let ix0 = p.input_of(1, kx, x_lo);
                     for r in 0..nrows {
                         let iy = (oy0 + r) as isize * sh as isize + off_y;
                         if iy < 0 || iy >= h as isize {

@@ -369,6 +369,12 @@ impl ConvGeometry {
         lo.min(hi) as usize..hi as usize
     }
 
+    /// The input position that output `o` reads through kernel tap `k`
+    /// along `axis`; `o` must be in [`ConvGeometry::valid_outputs`].
+    pub fn input_of(&self, axis: usize, k: usize, o: usize) -> usize {
+        ((o * self.stride[axis]) as isize + self.tap_offset(axis, k)) as usize
+    }
+
     /// Kernel taps `kh * kw`.
     pub fn taps(&self) -> usize {
         self.kernel[0] * self.kernel[1]
@@ -1206,6 +1212,10 @@ mod tests {
                         .collect();
                     let range: Vec<usize> = g.valid_outputs(axis, tap).collect();
                     assert_eq!(range, inside, "n={n} k={k} s={s} p={p} d={d} tap={tap}");
+                    for o in range {
+                        let i = (o * s + tap * d) as isize - p as isize;
+                        assert_eq!(g.input_of(axis, tap, o) as isize, i);
+                    }
                 }
             }
         }

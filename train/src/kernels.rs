@@ -112,25 +112,19 @@ impl ConvGeom {
         let [kh, kw] = p.kernel;
         let mut runs = Vec::new();
         for ky in 0..kh {
-            let off_y = p.tap_offset(0, ky);
             let ys = p.valid_outputs(0, ky);
             for kx in 0..kw {
-                let off_x = p.tap_offset(1, kx);
-                let std::ops::Range {
-                    start: x_lo,
-                    end: x_hi,
-                } = p.valid_outputs(1, kx);
-                if x_lo >= x_hi {
+                let xs = p.valid_outputs(1, kx);
+                if xs.is_empty() {
                     continue;
                 }
-                let ix0 = (x_lo as isize * p.stride[1] as isize + off_x) as usize;
+                let ix0 = p.input_of(1, kx, xs.start);
                 for oy in ys.clone() {
-                    let iy = (oy as isize * p.stride[0] as isize + off_y) as usize;
                     runs.push(Run {
                         tap: ky * kw + kx,
-                        out: oy * ow + x_lo,
-                        input: iy * w + ix0,
-                        count: x_hi - x_lo,
+                        out: oy * ow + xs.start,
+                        input: p.input_of(0, ky, oy) * w + ix0,
+                        count: xs.len(),
                     });
                 }
             }
