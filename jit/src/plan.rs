@@ -328,6 +328,25 @@ fn arena(graph: &Graph, layers: &mut [Layer], values: &mut [Value]) -> Result<us
             .filter(|b| b.bytes == value.len * 4 && b.offset % 4 == 0)
             .ok_or_else(|| JitError::Internal(format!("`{}` has no fitting buffer", layer.name)))?;
         value.storage = Storage::Arena(b.offset / 4);
+        // A concat whose inputs were all written in place copies nothing.
+        let all_in_place = |ins: &[NodeId]| {
+            ins.iter().all(|i| {
+                buffers.get(i).is_some_and(|p| {
+                    p.sharing == Some(memory::Sharing::IntoConcat) && p.shares == Some(layer.node)
+                })
+            })
+        };
+        if let Kernel::Gather {
+            activation: Act::None,
+            ..
+        } = layer.kernel
+        {
+            if matches!(graph.node(layer.node).op, Op::Concat(_))
+                && all_in_place(&graph.inputs(layer.node))
+            {
+                layer.units = 0;
+            }
+        }
         if let (Kernel::Window(w), Some(memory::Sharing::InPlace { .. })) =
             (&mut layer.kernel, b.sharing)
         {
@@ -341,9 +360,12 @@ fn arena(graph: &Graph, layers: &mut [Layer], values: &mut [Value]) -> Result<us
 /// elementwise kernel runs in place (each element is read just before it is
 /// written), a convolution over its residual (read just before the same
 /// element is written, with no recomputed block: [`Window::overlap`]), and
-/// a copy without activation can be a view (it copies onto itself).
+/// a copy without activation can be a view (it copies onto itself), and
+/// every kernel writes exactly its output's elements, so any can write into
+/// its part of a concat (whose copy then skips it or copies it onto itself).
 fn kernel_takes(graph: &Graph, id: NodeId, sharing: memory::Sharing) -> bool {
     match (kernel_for(graph, id), sharing) {
+        (Ok(_), memory::Sharing::IntoConcat) => true,
         (Ok(Kernel::Elementwise { .. }), memory::Sharing::InPlace { .. }) => true,
         (Ok(Kernel::Window(w)), memory::Sharing::InPlace { slot: 1 }) => w.residual,
         (

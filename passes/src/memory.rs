@@ -3,12 +3,17 @@
 //!
 //! Liveness is measured in steps of the node order: a tensor lives from the
 //! step that writes it to the last step that reads it (the graph output to
-//! the end). Two kinds of sharing:
+//! the end). Three kinds of sharing:
 //! - in place: batch norm, activations, `add`, `mul` and a convolution's
 //!   fused residual write over an input that dies at that step and has the
 //!   output's shape (each element is read just before it is overwritten);
 //! - views: a channel slice is a contiguous range of its input (NCHW), so it
-//!   takes no memory of its own and keeps its input alive.
+//!   takes no memory of its own and keeps its input alive;
+//! - concat parts: a concatenation along channels (without a fused channel
+//!   order) is contiguous ranges of its output, so an input the concat is
+//!   the only reader of is written straight into its range and the concat
+//!   copies nothing for it (zero-copy concat). The concat's storage is then
+//!   live from its first part's step.
 //!
 //! The op facts ([`Op::in_place_inputs`], [`Op::is_view`]) say which
 //! sharings an op offers; the consumer of the plan says which of them its
@@ -20,8 +25,7 @@
 //! aligned offset ([`Options::align`], 64 bytes by default) free for
 //! their lifetime. The plan reports the
 //! lower bound any placement needs: the largest total size of tensors live
-//! at one step. It does not make concat zero-copy (inputs are copied into
-//! the concat's buffer).
+//! at one step.
 
 use std::collections::HashMap;
 
@@ -42,6 +46,9 @@ pub enum Sharing {
     },
     /// The output is a view of its first input's bytes ([`Op::is_view`]).
     View,
+    /// The output is written straight into its channel range of the
+    /// concatenation that reads it ([`Buffer::shares`] names the concat).
+    IntoConcat,
 }
 
 /// What the consumer of a plan needs of it.
@@ -141,6 +148,19 @@ impl MemoryPlan {
                 Some(Sharing::InPlace { slot }) => {
                     node.op.in_place_inputs().contains(&slot) && slot < graph.inputs(b.node).len()
                 }
+                Some(Sharing::IntoConcat) => {
+                    let placed = b.shares.and_then(|c| {
+                        let at = concat_part_offset(graph, c, b.node)?;
+                        Some(self.buffers.get(*step.get(&c)?)?.offset + at)
+                    });
+                    if placed != Some(b.offset) {
+                        return Err(format!(
+                            "`{}` is not written where its concat reads it",
+                            node.name
+                        ));
+                    }
+                    true
+                }
             };
             if !offered {
                 return Err(format!(
@@ -221,7 +241,11 @@ impl MemoryPlan {
                         }
                         _ => false,
                     };
-                if !in_place {
+                // A concat copies a part written in place onto itself.
+                let own_part = wdef == xneeded
+                    && x.sharing == Some(Sharing::IntoConcat)
+                    && x.shares == Some(w.node);
+                if !in_place && !own_part {
                     return Err(format!(
                         "`{}` writes [{}..{}) at step {wdef} while `{}` [{}..{}) is live until step {xneeded}",
                         wn.name,
@@ -262,11 +286,25 @@ pub fn plan_with(graph: &Graph, options: &Options) -> MemoryPlan {
         users.max(until).unwrap_or(step[&n])
     };
     let allows = |n: NodeId, sharing: Sharing| (options.allows)(graph, n, sharing);
+    // The concat, and the byte offset in it, of each input written in place.
+    let parts: HashMap<NodeId, (NodeId, usize)> = order
+        .iter()
+        .filter(|&&n| allows(n, Sharing::IntoConcat))
+        .filter_map(|&n| {
+            let [concat] = graph.users(n)[..] else {
+                return None;
+            };
+            let at = concat_part_offset(graph, concat, n)?;
+            (graph.output() != Some(n)).then_some((n, (concat, at)))
+        })
+        .collect();
     // Storage index and byte offset within that storage, per node.
     let mut home: HashMap<NodeId, (usize, usize)> = HashMap::new();
     let mut sharing: HashMap<NodeId, Sharing> = HashMap::new();
     let mut storage: Vec<Storage> = Vec::new();
     let mut owner: Vec<NodeId> = Vec::new();
+    // The storage of each concat that has a part written in place.
+    let mut concat_storage: HashMap<NodeId, usize> = HashMap::new();
     let mut total_bytes = 0usize;
     for &n in &order {
         let node = graph.node(n);
@@ -274,6 +312,27 @@ pub fn plan_with(graph: &Graph, options: &Options) -> MemoryPlan {
         total_bytes += bytes;
         let inputs = graph.inputs(n);
         let here = step[&n];
+        if let Some(&(concat, at)) = parts.get(&n) {
+            let st = *concat_storage.entry(concat).or_insert_with(|| {
+                storage.push(Storage {
+                    bytes: graph.node(concat).shape.numel() * 4,
+                    first: here,
+                    last: here,
+                    offset: 0,
+                });
+                owner.push(concat);
+                storage.len() - 1
+            });
+            storage[st].last = storage[st].last.max(last_use(n));
+            home.insert(n, (st, at));
+            sharing.insert(n, Sharing::IntoConcat);
+            continue;
+        }
+        if let Some(&st) = concat_storage.get(&n) {
+            storage[st].last = storage[st].last.max(last_use(n));
+            home.insert(n, (st, 0));
+            continue;
+        }
         let shared = match &node.op {
             Op::ChannelSlice(s) if allows(n, Sharing::View) => inputs.first().map(|&i| {
                 let (st, off) = home[&i];
@@ -369,6 +428,35 @@ pub fn plan_with(graph: &Graph, options: &Options) -> MemoryPlan {
         lower_bound_bytes,
         total_bytes,
     }
+}
+
+/// The byte offset of `part`'s channels in the output of `concat`, when
+/// `part` can be written there in place: `concat` is a channel concatenation
+/// without a fused order, `part` is one of its inputs exactly once and owns
+/// its bytes (not the graph input, a view or another concat).
+fn concat_part_offset(graph: &Graph, concat: NodeId, part: NodeId) -> Option<usize> {
+    let Op::Concat(c) = &graph.node(concat).op else {
+        return None;
+    };
+    let op = &graph.node(part).op;
+    if c.output_order.is_some() || op.is_view() || matches!(op, Op::Input(_) | Op::Concat(_)) {
+        return None;
+    }
+    let inputs = graph.inputs(concat);
+    let [slot] = inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, &i)| i == part)
+        .map(|(s, _)| s)
+        .collect::<Vec<_>>()[..]
+    else {
+        return None;
+    };
+    let before: usize = inputs[..slot]
+        .iter()
+        .map(|&i| graph.node(i).shape.numel())
+        .sum();
+    Some(before * 4)
 }
 
 /// A sort key for the placement order: larger first, then earlier.
@@ -528,6 +616,80 @@ mod tests {
         plan.buffers[1].sharing = Some(Sharing::View);
         let e = plan.check(&g).expect_err("relu is no view");
         assert!(e.contains("cannot share"), "{e}");
+    }
+
+    /// `cat(relu(x), sigmoid(x))` then a relu: both parts are written into
+    /// the concat's storage at their channel offsets.
+    fn concat_of_two() -> Graph {
+        let mut g = Graph::new("cat");
+        let x = g
+            .add(
+                Op::Input(shufflekit_ir::Shape::chw(3, 4, 4)),
+                "x",
+                &[],
+                None,
+            )
+            .expect("input");
+        let a = g.add(Op::Relu, "a", &[x], None).expect("a");
+        let b = g.add(Op::Sigmoid, "b", &[x], None).expect("b");
+        let cat = g
+            .add(Op::Concat(Default::default()), "cat", &[a, b], None)
+            .expect("cat");
+        let y = g.add(Op::Relu, "y", &[cat], None).expect("y");
+        g.set_output(y);
+        g
+    }
+
+    #[test]
+    fn concat_inputs_are_written_in_place() {
+        let g = concat_of_two();
+        let plan = plan(&g);
+        plan.check(&g).expect("the planned arena");
+        let [_, a, b, cat, _] = &plan.buffers[..] else {
+            panic!("five buffers")
+        };
+        assert_eq!(a.sharing, Some(Sharing::IntoConcat));
+        assert_eq!(b.sharing, Some(Sharing::IntoConcat));
+        assert_eq!((a.shares, b.shares), (Some(cat.node), Some(cat.node)));
+        assert_eq!(a.offset, cat.offset);
+        assert_eq!(b.offset, cat.offset + 3 * 16 * 4);
+        // x, the concat (both parts) and nothing else: x dies at `b`.
+        assert_eq!(plan.arena_bytes, (3 + 6) * 16 * 4);
+
+        // Refused, the parts get buffers of their own.
+        let options = Options {
+            align: 64,
+            allows: |_, _, s| s != Sharing::IntoConcat,
+        };
+        let copied = plan_with(&g, &options);
+        copied.check(&g).expect("the planned arena");
+        assert!(copied
+            .buffers
+            .iter()
+            .all(|b| b.sharing != Some(Sharing::IntoConcat)));
+        assert!(copied.arena_bytes > plan.arena_bytes);
+    }
+
+    #[test]
+    fn the_check_finds_a_concat_part_out_of_place() {
+        let g = concat_of_two();
+        let mut plan = plan(&g);
+        plan.buffers[2].offset += 4;
+        let e = plan
+            .check(&g)
+            .expect_err("b is not where the concat reads it");
+        assert!(e.contains("not written where its concat reads it"), "{e}");
+        // A part that is used elsewhere too cannot be written in place.
+        let mut g = concat_of_two();
+        let a = g.nodes().nth(1).expect("a");
+        let out = g.output().expect("output");
+        let sum = g
+            .add(Op::Concat(Default::default()), "z", &[out, a], None)
+            .expect("z");
+        g.set_output(sum);
+        let plan = super::plan(&g);
+        plan.check(&g).expect("the planned arena");
+        assert_ne!(plan.buffers[1].sharing, Some(Sharing::IntoConcat));
     }
 
     /// `Placed::overlapping` finds exactly what a scan of every placed

@@ -161,3 +161,33 @@ fn shufflenet_1x_g3_arena_is_within_10_percent_of_the_lower_bound() {
     assert!(plan.arena_bytes as f64 <= 1.1 * plan.lower_bound_bytes as f64);
     assert!(plan.arena_bytes * 4 < plan.total_bytes);
 }
+
+/// ShuffleNet v1's down-sampling units concatenate the shortcut's pool and
+/// the branch's last convolution: both are written straight into the
+/// concat's buffer, and the plan still checks.
+#[test]
+fn shufflenet_v1_concats_are_zero_copy() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/shufflenet_v1.yaml");
+    let mut m = Module::graph_only(load(&path, &[("groups", "3")]));
+    run(&mut m, &default_pipeline(), &RunOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let g = &m.graph;
+    let plan = memory::plan(g);
+    plan.check(g).expect("the plan checks");
+    let concats: Vec<_> = g
+        .nodes()
+        .filter(|&n| matches!(g.node(n).op, Op::Concat(_)))
+        .collect();
+    assert_eq!(concats.len(), 3, "one per stage");
+    for c in concats {
+        for i in g.inputs(c) {
+            let b = plan.buffer(i).expect("planned");
+            assert_eq!(
+                (b.sharing, b.shares),
+                (Some(memory::Sharing::IntoConcat), Some(c)),
+                "`{}` into `{}`",
+                g.node(i).name,
+                g.node(c).name
+            );
+        }
+    }
+}

@@ -166,7 +166,7 @@ impl Constraints {
 }
 
 /// How peak memory is obtained (recorded in the flops evaluator's description).
-pub const MEMORY_METHOD: &str = "the arena of shufflekit_passes::memory::plan after the default pass pipeline (f32, one image; in-place and view sharing), as `shufflekit flops` reports it; if a pass fails on a valid graph, the same planner on the unoptimised graph (recorded per candidate in `memory_method`)";
+pub const MEMORY_METHOD: &str = "the arena of shufflekit_passes::memory::plan after the default pass pipeline (f32, one image; in-place, view and zero-copy concat sharing), as `shufflekit flops` reports it; if a pass fails on a valid graph, the same planner on the unoptimised graph (recorded per candidate in `memory_method`)";
 
 /// Peak activation memory: the arena size of one image, as planned by
 /// `shufflekit_passes::memory` after the default optimisation pipeline,
