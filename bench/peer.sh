@@ -3,7 +3,7 @@
 # on ShuffleNet v1 1x g=3 / g=8 / 0.5x g=3, ShuffleNet v2 1x and MobileNet v1
 # 1.0 at 224x224, batch 1 and 8, 1 and 2 threads, same weights and input;
 # outputs checked against ONNX Runtime's; prints a Markdown table.
-# Extra arguments go to peer-bench (e.g. --runs 50, --only "v2", --batch 1).
+# Extra arguments go to peer-bench (e.g. --rounds 20 --runs 5, --only "v2", --batch 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SETUP_WHO="bench/peer.sh"

@@ -8,13 +8,18 @@
 //! batch-norm statistics) to ONNX, draws one input per batch size, and for
 //! each thread count times our engine in-process (the compiler passes, then
 //! the Cranelift JIT, as `shufflekit run` does) and the two peers as
-//! subprocesses (`bench/ort_runner.py`, `tract-runner`), each with its own
-//! warm-up and the median of repeated runs. Every engine's output is
-//! checked against ONNX Runtime's (1e-4 relative) before its time counts.
-//! The table is printed in Markdown on stdout; progress goes to stderr.
+//! long-lived subprocesses (`bench/ort_runner.py --serve`, `tract-runner
+//! --serve`), each warmed up first. The engines are timed in interleaved
+//! rounds (ours, ONNX Runtime, tract, ours, ...; `--runs` runs each per
+//! round), so that a slow spell of the machine hits every engine alike; an
+//! engine's figure is the median of its round medians. Every engine's
+//! output is checked against ONNX Runtime's (1e-4 relative) before its time
+//! counts. The table, the CPU and its vector flags are printed in Markdown
+//! on stdout; progress goes to stderr.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
@@ -58,8 +63,12 @@ const MODELS: &[Case] = &[
 #[derive(Parser)]
 #[command(about = "shufflekit's JIT vs ONNX Runtime vs tract on the same models")]
 struct Args {
-    /// Timed runs per engine and configuration (the median is reported).
-    #[arg(long, default_value_t = 30)]
+    /// Interleaved rounds per configuration (the median of the rounds'
+    /// medians is reported).
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// Timed runs per engine in each round.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Untimed runs before timing.
     #[arg(long, default_value_t = 5)]
@@ -100,7 +109,10 @@ struct Row {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    ensure!(args.runs > 0, "--runs must be positive");
+    ensure!(
+        args.runs > 0 && args.rounds > 0,
+        "--runs and --rounds must be positive"
+    );
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating `{}`", args.work_dir.display()))?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -150,7 +162,7 @@ fn main() -> anyhow::Result<()> {
                 write_npy(&x_path, &x)?;
 
                 let ort_out = args.work_dir.join("ort.npy");
-                let ort = peer(
+                let mut ort = Peer::start(
                     Command::new(&args.python)
                         .arg("-I")
                         .arg(root.join("bench/ort_runner.py"))
@@ -159,24 +171,40 @@ fn main() -> anyhow::Result<()> {
                     threads,
                 )
                 .context("ONNX Runtime")?;
-                let expected = read_npy(&ort_out)?;
-
-                let (ours, y) = time_ours(&mut jit, &x, &args)?;
-                check("shufflekit", label, &y, &expected)?;
-
-                let tract = if have_tract {
-                    let tract_out = args.work_dir.join("tract.npy");
-                    let t = peer(
-                        Command::new(&args.tract).args([&model_path, &x_path, &tract_out]),
-                        &args,
-                        threads,
+                let tract_out = args.work_dir.join("tract.npy");
+                let mut tract = if have_tract {
+                    Some(
+                        Peer::start(
+                            Command::new(&args.tract).args([&model_path, &x_path, &tract_out]),
+                            &args,
+                            threads,
+                        )
+                        .context("tract")?,
                     )
-                    .context("tract")?;
-                    check("tract", label, &read_npy(&tract_out)?, &expected)?;
-                    Some(t)
                 } else {
                     None
                 };
+                for _ in 0..args.warmup {
+                    jit.run(&x)?;
+                }
+                let (mut ours, mut ort_rounds, mut tract_rounds) =
+                    (Vec::new(), Vec::new(), Vec::new());
+                for _ in 0..args.rounds {
+                    ours.push(median(&mut time_ours(&mut jit, &x, args.runs)?));
+                    ort_rounds.push(median(&mut ort.time(args.runs).context("ONNX Runtime")?));
+                    if let Some(t) = tract.as_mut() {
+                        tract_rounds.push(median(&mut t.time(args.runs).context("tract")?));
+                    }
+                }
+                ort.save().context("ONNX Runtime")?;
+                let expected = read_npy(&ort_out)?;
+                check("shufflekit", label, &jit.run(&x)?, &expected)?;
+                if let Some(t) = tract.as_mut() {
+                    t.save().context("tract")?;
+                    check("tract", label, &read_npy(&tract_out)?, &expected)?;
+                }
+                let (ours, ort) = (median(&mut ours), median(&mut ort_rounds));
+                let tract = tract.map(|_| median(&mut tract_rounds));
                 rows.push(Row {
                     model: label,
                     batch,
@@ -202,42 +230,113 @@ fn median(times: &mut [f64]) -> f64 {
     }
 }
 
-fn time_ours(jit: &mut Model, x: &Tensor, args: &Args) -> anyhow::Result<(f64, Tensor)> {
-    for _ in 0..args.warmup {
-        jit.run(x)?;
-    }
-    let mut times = Vec::with_capacity(args.runs);
-    let mut last = None;
-    for _ in 0..args.runs {
+/// Times `runs` runs of our engine, in ms.
+fn time_ours(jit: &mut Model, x: &Tensor, runs: usize) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
         let start = Instant::now();
-        let y = jit.run(x)?;
+        std::hint::black_box(jit.run(x)?);
         times.push(start.elapsed().as_secs_f64() * 1e3);
-        last = Some(y);
     }
-    let y = last.context("no run")?;
-    Ok((median(&mut times), y))
+    Ok(times)
 }
 
-/// Runs a peer's runner and returns the median it reports.
-fn peer(command: &mut Command, args: &Args, threads: usize) -> anyhow::Result<f64> {
-    let out = command
-        .args(["--threads", &threads.to_string()])
-        .args(["--runs", &args.runs.to_string()])
-        .args(["--warmup", &args.warmup.to_string()])
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// A peer's runner in `--serve` mode: loaded and warmed up once, then timed
+/// a round at a time.
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    name: String,
+}
+
+impl Peer {
+    fn start(command: &mut Command, args: &Args, threads: usize) -> anyhow::Result<Peer> {
+        let name = format!("{command:?}");
+        let mut child = command
+            .args(["--threads", &threads.to_string()])
+            .args(["--warmup", &args.warmup.to_string()])
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {name}"))?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut peer = Peer {
+            child,
+            stdin,
+            stdout,
+            name,
+        };
+        let line = peer.line()?;
+        ensure!(line == "ready", "{} said `{line}`, not `ready`", peer.name);
+        Ok(peer)
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("median_ms "))
-        .and_then(|m| m.trim().parse().ok())
-        .with_context(|| format!("{command:?} printed no `median_ms` line:\n{stdout}"))
+
+    fn line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            let status = self.child.wait()?;
+            bail!("{} ended ({status}) without answering", self.name);
+        }
+        Ok(line.trim().to_string())
+    }
+
+    fn ask(&mut self, command: &str) -> anyhow::Result<String> {
+        writeln!(self.stdin, "{command}")?;
+        self.stdin.flush()?;
+        self.line()
+    }
+
+    /// `runs` timed runs, in ms.
+    fn time(&mut self, runs: usize) -> anyhow::Result<Vec<f64>> {
+        let line = self.ask(&format!("time {runs}"))?;
+        let list = line
+            .strip_prefix("times_ms ")
+            .with_context(|| format!("{} printed `{line}`, not `times_ms ...`", self.name))?;
+        list.split(',')
+            .map(|t| {
+                t.parse::<f64>()
+                    .with_context(|| format!("{}: time `{t}`", self.name))
+            })
+            .collect()
+    }
+
+    /// Writes the last output to the runner's output file.
+    fn save(&mut self) -> anyhow::Result<()> {
+        let line = self.ask("save")?;
+        ensure!(line == "saved", "{} said `{line}`, not `saved`", self.name);
+        Ok(())
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let _ = self.child.wait();
+    }
+}
+
+/// The CPU's model name and its vector flags, from `/proc/cpuinfo`.
+fn cpu() -> (String, String) {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let all = field("flags");
+    let flags: Vec<&str> = all
+        .split_whitespace()
+        .filter(|f| {
+            f.starts_with("avx") || f.starts_with("sse") || *f == "fma" || f.contains("vnni")
+        })
+        .collect();
+    (field("model name"), flags.join(" "))
 }
 
 fn check(engine: &str, model: &str, got: &Tensor, expected: &Tensor) -> anyhow::Result<()> {
@@ -257,18 +356,22 @@ fn check(engine: &str, model: &str, got: &Tensor, expected: &Tensor) -> anyhow::
 }
 
 fn print_table(rows: &[Row], args: &Args) {
+    let (model, flags) = cpu();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("CPU: {model}, {cores} cores; vector flags: {flags}");
+    println!();
     println!(
-        "Median latency in ms over {} runs after {} warm-up runs (lower is better); ratio = engine / shufflekit.",
-        args.runs, args.warmup
+        "Latency in ms: the median of {} interleaved rounds' medians ({} runs per engine per round, after {} warm-up runs); ratio = shufflekit / engine (below 1: shufflekit is faster).",
+        args.rounds, args.runs, args.warmup
     );
     println!();
     println!(
-        "| model | batch | threads | shufflekit (JIT) | ONNX Runtime | ratio | tract | ratio |"
+        "| model | batch | threads | shufflekit (JIT) | ONNX Runtime | ours / ORT | tract | ours / tract |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let (tract, ratio) = match r.tract {
-            Some(t) => (format!("{t:.2}"), format!("{:.2}", t / r.ours)),
+            Some(t) => (format!("{t:.2}"), format!("{:.2}", r.ours / t)),
             None => ("-".into(), "-".into()),
         };
         println!(
@@ -278,7 +381,7 @@ fn print_table(rows: &[Row], args: &Args) {
             r.threads,
             r.ours,
             r.ort,
-            r.ort / r.ours,
+            r.ours / r.ort,
             tract,
             ratio
         );

@@ -6,9 +6,16 @@
 //! the last output to `OUTPUT.npy` and prints `median_ms M` and
 //! `times_ms t1,t2,...` on stdout (the format `bench/ort_runner.py` uses).
 //!
+//! With `--serve` the model stays loaded for rounds interleaved with other
+//! engines, with `bench/ort_runner.py`'s protocol: after the warm-up it
+//! prints `ready`, then answers each line of stdin: `time K` (K timed runs,
+//! prints `times_ms ...`), `save` (writes the last output, prints `saved`)
+//! and `quit`.
+//!
 //! The `.npy` reader and writer handle only what the benchmark exchanges:
 //! little-endian `f32`, C order, version 1 or 2 headers.
 
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::Instant;
 
@@ -30,11 +37,12 @@ struct Args {
     threads: usize,
     runs: usize,
     warmup: usize,
+    serve: bool,
 }
 
 fn parse_args() -> TractResult<Args> {
     let mut positional = Vec::new();
-    let (mut threads, mut runs, mut warmup) = (1, 20, 3);
+    let (mut threads, mut runs, mut warmup, mut serve) = (1, 20, 3, false);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut num = |name: &str| -> TractResult<usize> {
@@ -46,11 +54,12 @@ fn parse_args() -> TractResult<Args> {
             "--threads" => threads = num("--threads")?,
             "--runs" => runs = num("--runs")?,
             "--warmup" => warmup = num("--warmup")?,
+            "--serve" => serve = true,
             _ => positional.push(a),
         }
     }
     let [model, input, output]: [String; 3] = positional.try_into().map_err(|_| {
-        format_err!("usage: tract-runner MODEL.onnx INPUT.npy OUTPUT.npy [--threads T] [--runs R] [--warmup W]")
+        format_err!("usage: tract-runner MODEL.onnx INPUT.npy OUTPUT.npy [--threads T] [--runs R] [--warmup W] [--serve]")
     })?;
     if threads == 0 || runs == 0 {
         bail!("--threads and --runs must be positive");
@@ -62,6 +71,7 @@ fn parse_args() -> TractResult<Args> {
         threads,
         runs,
         warmup,
+        serve,
     })
 }
 
@@ -79,6 +89,10 @@ fn run() -> TractResult<()> {
     } else {
         Executor::multithread(args.threads)
     };
+    if args.serve {
+        let run = || model.run(tvec!(input.clone().into()));
+        return multithread_tract_scope(executor, || serve(&run, &args));
+    }
     let (times, output) = multithread_tract_scope(executor, || -> TractResult<_> {
         let mut last = None;
         let mut times = Vec::with_capacity(args.runs);
@@ -109,6 +123,48 @@ fn run() -> TractResult<()> {
     let list: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
     println!("median_ms {median:.4}");
     println!("times_ms {}", list.join(","));
+    Ok(())
+}
+
+/// Answers `time K`, `save` and `quit` on stdin (see the module doc).
+fn serve(run: &dyn Fn() -> TractResult<TVec<TValue>>, args: &Args) -> TractResult<()> {
+    let mut last = None;
+    for _ in 0..args.warmup {
+        last = Some(run()?);
+    }
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "ready")?;
+    stdout.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words[..] {
+            ["time", k] => {
+                let k: usize = k.parse().context("`time K` needs a count")?;
+                let mut times = Vec::with_capacity(k);
+                for _ in 0..k {
+                    let start = Instant::now();
+                    last = Some(run()?);
+                    times.push(format!("{:.4}", start.elapsed().as_secs_f64() * 1e3));
+                }
+                writeln!(stdout, "times_ms {}", times.join(","))?;
+            }
+            ["save"] => {
+                let output = match last.take() {
+                    Some(o) => o,
+                    None => run()?,
+                };
+                let out = output[0].to_plain_array_view::<f32>()?;
+                let data: Vec<f32> = out.iter().copied().collect();
+                write_npy(Path::new(&args.output), out.shape(), &data)?;
+                last = Some(output);
+                writeln!(stdout, "saved")?;
+            }
+            ["quit"] => break,
+            _ => bail!("unknown command `{line}`"),
+        }
+        stdout.flush()?;
+    }
     Ok(())
 }
 
