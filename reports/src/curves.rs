@@ -159,6 +159,9 @@ pub struct PointSeries {
     pub points: Vec<(f64, f64)>,
     /// A name written beside each point (may be empty).
     pub names: Vec<String>,
+    /// Half-widths of each point's 95% interval, drawn as vertical error
+    /// bars (empty, or one per point; 0 draws none).
+    pub errors: Vec<f64>,
 }
 
 fn draw_points<DB: DrawingBackend>(
@@ -170,7 +173,26 @@ fn draw_points<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("{e:?}");
     root.fill(&WHITE).map_err(e)?;
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.clone()).collect();
+    let bars = |s: &PointSeries| -> Vec<((f64, f64), f64)> {
+        s.points
+            .iter()
+            .zip(&s.errors)
+            .filter(|(_, &h)| h > 0.0)
+            .map(|(&p, &h)| (p, h))
+            .collect()
+    };
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| {
+            let mut v = s.points.clone();
+            v.extend(
+                bars(s)
+                    .into_iter()
+                    .flat_map(|((x, y), h)| [(x, y - h), (x, y + h)]),
+            );
+            v
+        })
+        .collect();
     let (x0, x1) = all
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
@@ -201,6 +223,22 @@ fn draw_points<DB: DrawingBackend>(
     let colours = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     for (i, s) in series.iter().enumerate() {
         let colour = colours[i % colours.len()];
+        let b = bars(s);
+        if !b.is_empty() {
+            let style = colour.mix(0.7).stroke_width(1);
+            c.draw_series(
+                b.iter()
+                    .map(|&((x, y), h)| PathElement::new(vec![(x, y - h), (x, y + h)], style)),
+            )
+            .map_err(e)?;
+            for sign in [-1.0, 1.0] {
+                c.draw_series(b.iter().map(|&((x, y), h)| {
+                    EmptyElement::at((x, y + sign * h))
+                        + PathElement::new(vec![(-4, 0), (4, 0)], style)
+                }))
+                .map_err(e)?;
+            }
+        }
         c.draw_series(s.points.iter().map(|&p| Circle::new(p, 5, colour.filled())))
             .map_err(e)?
             .label(s.label.clone())

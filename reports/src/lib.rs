@@ -29,7 +29,11 @@ use std::path::{Path, PathBuf};
 use shufflekit_search::budget::KIND_GROUPS;
 use shufflekit_search::evaluator::{metric, PAPER_SPEC};
 use shufflekit_search::paper::PAPER_POINTS;
-use shufflekit_search::pareto::{choose, default_objectives, pareto_front, primary_score};
+use shufflekit_search::pareto::{
+    choice, default_objectives, interval_of, pareto_front, primary_score, Choice, TRAINED_RULE,
+};
+use shufflekit_search::stats::{bootstrap_spearman, BOOTSTRAP_RESAMPLES};
+use shufflekit_search::train::train_metric;
 use shufflekit_search::{Direction, Line, Objective, Record, Results, Status};
 
 /// Why a report could not be written.
@@ -120,7 +124,8 @@ pub fn render(
         options.objectives.clone()
     };
     let front = pareto_front(records, &objectives);
-    let chosen = choose(records);
+    let picked = choice(records);
+    let chosen = picked.as_ref().map(|c| c.chosen);
     let mut files = Vec::new();
 
     let run = results.last_run();
@@ -131,12 +136,18 @@ pub fn render(
     let group_param = series_param(results);
     let mut charts = Vec::new();
 
-    // Score vs cost, one chart per score.
+    // Score vs cost, one chart per score; trained accuracies with their
+    // intervals over seeds.
     for (m, dir, label) in [
         (
-            shufflekit_search::train::train_metric::ACCURACY,
+            train_metric::VAL_ACCURACY,
             Direction::Max,
-            "test accuracy after training on the proxy task (higher is better)",
+            "validation accuracy after training, % (mean over seeds)",
+        ),
+        (
+            train_metric::ACCURACY,
+            Direction::Max,
+            "test accuracy after training, % (mean over seeds)",
         ),
         (
             metric::NASWOT,
@@ -170,7 +181,17 @@ pub fn render(
         } else {
             Vec::new()
         };
-        let s = scatter_of(records, m, dir, &group_param, chosen, budget, reference);
+        let mut s = scatter_of(records, m, dir, &group_param, chosen, budget, reference);
+        s.error_bars = records
+            .iter()
+            .filter_map(|r| {
+                let x = r.metric(metric::MFLOPS)?;
+                let iv = interval_of(r, m)?;
+                iv.half_width?;
+                let (lo, hi) = iv.bounds();
+                Some((x, lo, hi))
+            })
+            .collect();
         let scatter = plots::Scatter {
             title: format!("{} vs cost", short_name(m)),
             x_label: unit.clone(),
@@ -266,6 +287,7 @@ pub fn render(
         objectives: &objectives,
         front: &front,
         chosen,
+        choice: picked.as_ref(),
         charts: &charts,
         options,
         unit: &unit,
@@ -294,6 +316,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn short_name(m: &str) -> &str {
     match m {
         metric::NASWOT => "NASWOT score",
+        train_metric::VAL_ACCURACY => "Validation accuracy",
+        train_metric::ACCURACY => "Test accuracy",
         metric::PAPER_ERROR => "Published top-1 error",
         metric::LATENCY_MS => "Latency",
         other => other,
@@ -545,6 +569,7 @@ struct Summary<'a> {
     objectives: &'a [Objective],
     front: &'a [usize],
     chosen: Option<usize>,
+    choice: Option<&'a Choice>,
     charts: &'a [Chart],
     options: &'a ReportOptions,
     unit: &'a str,
@@ -690,6 +715,9 @@ impl Summary<'_> {
         f.push((
             "chosen by".into(),
             match primary_score(self.records()) {
+                Some(o) if self.choice.is_some_and(|c| c.trained.is_some()) => {
+                    format!("`{}`: {TRAINED_RULE}", o.metric)
+                }
                 Some(o) => format!(
                     "best `{}` ({}) among feasible candidates, ties to the cheaper",
                     o.metric,
@@ -747,6 +775,8 @@ impl Summary<'_> {
     fn headline_metrics(&self) -> Vec<&'static str> {
         [
             metric::MFLOPS,
+            train_metric::VAL_ACCURACY,
+            train_metric::ACCURACY,
             metric::PARAMS,
             metric::PEAK_MEMORY,
             metric::LATENCY_MS,
@@ -761,12 +791,11 @@ impl Summary<'_> {
     fn table_of(&self, indices: &[usize]) -> Table {
         let ms = self.headline_metrics();
         let mut header = vec!["candidate".to_string(), "status".to_string()];
-        header.extend(ms.iter().map(|m| {
-            if *m == metric::MFLOPS {
-                format!("cost ({})", self.unit)
-            } else {
-                m.to_string()
-            }
+        header.extend(ms.iter().map(|m| match *m {
+            metric::MFLOPS => format!("cost ({})", self.unit),
+            train_metric::VAL_ACCURACY => "validation accuracy %".into(),
+            train_metric::ACCURACY => "test accuracy % (reported only)".into(),
+            _ => m.to_string(),
         }));
         let rows = indices
             .iter()
@@ -774,6 +803,9 @@ impl Summary<'_> {
                 let r = &self.records()[i];
                 let mut row = vec![r.id.clone(), status_name(r.status).to_string()];
                 row.extend(ms.iter().map(|m| {
+                    if *m == train_metric::VAL_ACCURACY || *m == train_metric::ACCURACY {
+                        return interval_of(r, m).map_or("-".into(), |iv| iv.display(2));
+                    }
                     r.metric(m)
                         .map(|v| fmt_metric(m, v))
                         .unwrap_or_else(|| "-".into())
@@ -825,6 +857,7 @@ impl Summary<'_> {
         match self.chosen.map(|i| &self.records()[i]) {
             Some(r) => r.headline(&[
                 metric::MFLOPS,
+                train_metric::VAL_ACCURACY,
                 metric::NASWOT,
                 metric::PAPER_ERROR,
                 metric::LATENCY_MS,
@@ -853,6 +886,13 @@ impl Summary<'_> {
         if let Some(i) = self.chosen {
             s.push_str("\n## Chosen variant\n\n");
             s.push_str(&self.table_of(&[i]).markdown());
+        }
+        let statements = accuracy_statements(self.records(), self.choice);
+        if !statements.is_empty() {
+            s.push_str("\n## Accuracy and its uncertainty\n\n");
+            for p in &statements {
+                let _ = writeln!(s, "{p}\n");
+            }
         }
         if let Some(t) = self.matched_table() {
             s.push_str("\n## Budget matching\n\n");
@@ -912,6 +952,13 @@ impl Summary<'_> {
             s.push_str("<h2>Chosen variant</h2>\n");
             s.push_str(&self.table_of(&[i]).html());
         }
+        let statements = accuracy_statements(self.records(), self.choice);
+        if !statements.is_empty() {
+            s.push_str("<h2>Accuracy and its uncertainty</h2>\n");
+            for p in &statements {
+                let _ = writeln!(s, "<p>{}</p>", html_escape(p).replace('`', ""));
+            }
+        }
         if let Some(t) = self.matched_table() {
             s.push_str("<h2>Budget matching</h2>\n");
             s.push_str(&t.html());
@@ -938,6 +985,133 @@ impl Summary<'_> {
         s.push_str("<p>Full data: <code>results.csv</code>, <code>results.jsonl</code> beside this page.</p>\n</body>\n</html>\n");
         s
     }
+}
+
+/// The seed of the bootstrap of the proxy's rank correlation.
+pub const BOOTSTRAP_SEED: u64 = 0;
+
+/// What a report says about trained accuracy (empty when nothing was
+/// trained): which set chooses and which is only reported; the number of
+/// seeds and the interval (or that one seed gives none); the choice, and
+/// whether the best candidate's lead over the runner-up is outside the
+/// intervals; and, when the NASWOT proxy ran too, its Spearman rank
+/// correlation with the trained accuracy with a bootstrap 95% interval.
+pub fn accuracy_statements(records: &[Record], choice: Option<&Choice>) -> Vec<String> {
+    let trained: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.status != Status::Error && r.metric(train_metric::ACCURACY).is_some())
+        .collect();
+    if trained.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let has_val = trained
+        .iter()
+        .any(|r| r.metric(train_metric::VAL_ACCURACY).is_some());
+    let chooser = if has_val {
+        train_metric::VAL_ACCURACY
+    } else {
+        train_metric::ACCURACY
+    };
+    out.push(if has_val {
+        "Selection uses the validation set, held out from the training set (per class, fixed by the search's seed); the test set is only reported and never used to choose.".to_string()
+    } else {
+        "These results have no validation set: the test accuracy was used to choose, so it is not an unbiased estimate.".to_string()
+    });
+    let seeds: Vec<usize> = trained
+        .iter()
+        .map(|r| r.metric(train_metric::SEEDS).map_or(1, |n| n as usize))
+        .collect();
+    let (lo, hi) = (
+        seeds.iter().copied().min().unwrap_or(1),
+        seeds.iter().copied().max().unwrap_or(1),
+    );
+    let n_text = if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo} to {hi}")
+    };
+    out.push(if hi < 2 {
+        "Each candidate was trained with one seed: no interval can be given, and differences between candidates may be seed noise (run with `--seeds N`, N >= 2, for mean ± 95% interval).".to_string()
+    } else {
+        format!("Each candidate was trained with {n_text} seeds; accuracies are the mean ± the half-width of the 95% Student-t interval (df = seeds - 1), and the charts draw these intervals as error bars.")
+    });
+    if let Some(c) = choice {
+        if let Some(t) = &c.trained {
+            let name = |i: usize| records[i].id.clone();
+            let show =
+                |i: usize| interval_of(&records[i], chooser).map_or("-".into(), |iv| iv.display(2));
+            let mut p = format!(
+                "Chosen: `{}` ({}% {}). Rule: {TRAINED_RULE}.",
+                name(c.chosen),
+                show(c.chosen),
+                if has_val { "validation" } else { "test" }
+            );
+            if c.chosen != t.best {
+                let _ = write!(
+                    p,
+                    " The best mean is `{}` ({}%), but its interval overlaps the cheaper `{}`'s, so the tie went to the cheaper.",
+                    name(t.best),
+                    show(t.best),
+                    name(c.chosen)
+                );
+            }
+            match (t.runner_up, t.separated) {
+                (None, _) => p.push_str(" No runner-up to compare with."),
+                (Some(j), Some(true)) => {
+                    let _ = write!(
+                        p,
+                        " The best one's lead over the runner-up `{}` ({}%) is outside the intervals: the two do not overlap.",
+                        name(j),
+                        show(j)
+                    );
+                }
+                (Some(j), Some(false)) => {
+                    let _ = write!(
+                        p,
+                        " The best one's lead over the runner-up `{}` ({}%) is NOT outside the intervals: they overlap, so the ranking of the two is not established.",
+                        name(j),
+                        show(j)
+                    );
+                }
+                (Some(j), None) => {
+                    let _ = write!(
+                        p,
+                        " The runner-up is `{}` ({}%); with one seed no interval says whether the lead is more than noise.",
+                        name(j),
+                        show(j)
+                    );
+                }
+            }
+            out.push(p);
+        }
+    }
+    let pairs: Vec<(f64, f64)> = trained
+        .iter()
+        .filter_map(|r| Some((r.metric(metric::NASWOT)?, r.metric(chooser)?)))
+        .collect();
+    if !pairs.is_empty() {
+        let what = if has_val { "validation" } else { "test" };
+        out.push(
+            match bootstrap_spearman(&pairs, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED) {
+                Some(b) => format!(
+                    "Spearman rank correlation of the NASWOT proxy score with the trained {what} accuracy: {:.3} over {} candidates, bootstrap 95% interval [{:.3}, {:.3}] ({} resamples of the candidates with replacement, seed {}, percentile method; {} resamples had a defined correlation).",
+                    b.estimate,
+                    pairs.len(),
+                    b.low,
+                    b.high,
+                    b.resamples,
+                    b.seed,
+                    b.defined
+                ),
+                None => format!(
+                    "Spearman rank correlation of the NASWOT proxy score with the trained {what} accuracy: undefined ({} candidate(s) with both, or a constant side).",
+                    pairs.len()
+                ),
+            },
+        );
+    }
+    out
 }
 
 /// The SVG without an XML declaration, with a view box so it scales.
