@@ -1061,7 +1061,7 @@ pub fn accuracy_statements(records: &[Record], choice: Option<&Choice>) -> Vec<S
                 (Some(j), Some(true)) => {
                     let _ = write!(
                         p,
-                        " The best one's lead over the runner-up `{}` ({}%) is outside the intervals: the two do not overlap.",
+                        " The best mean's lead over the runner-up `{}` ({}%) is outside the intervals: the two do not overlap.",
                         name(j),
                         show(j)
                     );
@@ -1069,7 +1069,7 @@ pub fn accuracy_statements(records: &[Record], choice: Option<&Choice>) -> Vec<S
                 (Some(j), Some(false)) => {
                     let _ = write!(
                         p,
-                        " The best one's lead over the runner-up `{}` ({}%) is NOT outside the intervals: they overlap, so the ranking of the two is not established.",
+                        " The best mean's lead over the runner-up `{}` ({}%) is NOT outside the intervals: they overlap, so the ranking of the two is not established.",
                         name(j),
                         show(j)
                     );
@@ -1077,7 +1077,7 @@ pub fn accuracy_statements(records: &[Record], choice: Option<&Choice>) -> Vec<S
                 (Some(j), None) => {
                     let _ = write!(
                         p,
-                        " The runner-up is `{}` ({}%); with one seed no interval says whether the lead is more than noise.",
+                        " The runner-up is `{}` ({}%); with one seed no interval says whether the best mean's lead is more than noise.",
                         name(j),
                         show(j)
                     );
