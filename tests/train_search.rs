@@ -123,4 +123,23 @@ fn a_seeded_search_on_the_fashion_sample_reports_intervals() {
     assert!(training.contains("| 2 | "), "{training}");
     assert!(out.join("accuracy_vs_mflops.svg").is_file());
     assert!(stdout.contains("chosen: "), "{stdout}");
+    // The same numbers as JSON.
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("statistics.json")).unwrap())
+            .unwrap();
+    assert_eq!(stats["selection_metric"], "train_val_accuracy");
+    assert_eq!(stats["candidates"].as_array().unwrap().len(), 3);
+    let first = &stats["candidates"][0]["validation_accuracy"];
+    assert_eq!(first["seeds"].as_array().unwrap().len(), 2);
+    assert!(first["ci95_half_width"].as_f64().unwrap() > 0.0, "{stats}");
+    assert!(
+        stats["choice"]["lead_outside_intervals"].is_boolean(),
+        "{stats}"
+    );
+    let rho = &stats["naswot_vs_trained_spearman"];
+    assert_eq!(rho["resamples"], 2000);
+    assert!(
+        rho["bootstrap_ci95"].as_array().unwrap().len() == 2,
+        "{stats}"
+    );
 }

@@ -1,6 +1,8 @@
 //! Reports of shufflekit searches: a directory with `report.md`, a
 //! self-contained `index.html` (inline SVG, no scripts, no external
-//! resources), PNG and SVG charts, `results.csv` and the JSONL results.
+//! resources), PNG and SVG charts, `results.csv`, the JSONL results and,
+//! when candidates were trained, `statistics.json` (means, intervals, every
+//! seed, the choice and the proxy's rank correlation).
 //!
 //! Everything is rendered from the results alone ([`Results`]), so
 //! `shufflekit report` can merge shard files and re-render at any time.
@@ -275,6 +277,10 @@ pub fn render(
         &results_csv(records, &front, chosen),
         &mut files,
     )?;
+    if let Some(stats) = statistics_json(records, picked.as_ref()) {
+        let text = serde_json::to_string_pretty(&stats).unwrap_or_default() + "\n";
+        write(&out.join("statistics.json"), &text, &mut files)?;
+    }
     let jsonl = out.join("results.jsonl");
     let is_input = options.inputs.iter().any(|i| same_file(i, &jsonl));
     if !is_input {
@@ -915,7 +921,11 @@ impl Summary<'_> {
         s.push_str("## All candidates\n\n");
         let all: Vec<usize> = (0..self.records().len()).collect();
         s.push_str(&self.table_of(&all).markdown());
-        s.push_str("\nFull data: [results.csv](results.csv), [results.jsonl](results.jsonl).\n");
+        s.push_str("\nFull data: [results.csv](results.csv), [results.jsonl](results.jsonl)");
+        if self.choice.is_some_and(|c| c.trained.is_some()) {
+            s.push_str(", [statistics.json](statistics.json)");
+        }
+        s.push_str(".\n");
         s
     }
 
@@ -1112,6 +1122,101 @@ pub fn accuracy_statements(records: &[Record], choice: Option<&Choice>) -> Vec<S
         );
     }
     out
+}
+
+/// The statistics of trained accuracy as JSON (`statistics.json`; `None`
+/// when nothing was trained): the selection set, the rule, the choice and
+/// its comparison with the runner-up, each trained candidate's mean,
+/// interval and per-seed accuracies (validation and test), and the proxy's
+/// Spearman correlation with its bootstrap interval.
+pub fn statistics_json(records: &[Record], choice: Option<&Choice>) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let trained: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.status != Status::Error && r.metric(train_metric::ACCURACY).is_some())
+        .collect();
+    if trained.is_empty() {
+        return None;
+    }
+    let has_val = trained
+        .iter()
+        .any(|r| r.metric(train_metric::VAL_ACCURACY).is_some());
+    let chooser = if has_val {
+        train_metric::VAL_ACCURACY
+    } else {
+        train_metric::ACCURACY
+    };
+    let seeds_of = |r: &Record, prefix: &str| -> Vec<f64> {
+        (1..)
+            .map_while(|k| r.metric(&format!("{prefix}{k}")))
+            .collect()
+    };
+    let set = |r: &Record, m: &str, prefix: &str| {
+        interval_of(r, m).map(|iv| {
+            json!({
+                "mean": iv.mean,
+                "ci95_half_width": iv.half_width,
+                "ci95": iv.half_width.map(|_| [iv.bounds().0, iv.bounds().1]),
+                "seeds": seeds_of(r, prefix),
+            })
+        })
+    };
+    let candidates: Vec<serde_json::Value> = trained
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "status": status_name(r.status),
+                "macs": r.metric(metric::MACS),
+                "mflops": r.metric(metric::MFLOPS),
+                "seeds": r.metric(train_metric::SEEDS).map_or(1, |n| n as usize),
+                "seed_values": r.info.get(train_metric::SEED_LIST),
+                "validation_accuracy": set(r, train_metric::VAL_ACCURACY, train_metric::VAL_SEED_PREFIX),
+                "test_accuracy": set(r, train_metric::ACCURACY, train_metric::SEED_PREFIX),
+                "naswot": r.metric(metric::NASWOT),
+            })
+        })
+        .collect();
+    let id = |i: usize| records[i].id.clone();
+    let chosen = choice.and_then(|c| {
+        let t = c.trained.as_ref()?;
+        Some(json!({
+            "chosen": id(c.chosen),
+            "best_mean": id(t.best),
+            "runner_up": t.runner_up.map(id),
+            "lead_outside_intervals": t.separated,
+            "tied_with_best": t.tied.iter().map(|&i| id(i)).collect::<Vec<_>>(),
+            "intervals": t.intervals,
+        }))
+    });
+    let pairs: Vec<(f64, f64)> = trained
+        .iter()
+        .filter_map(|r| Some((r.metric(metric::NASWOT)?, r.metric(chooser)?)))
+        .collect();
+    let spearman = (!pairs.is_empty()).then(|| {
+        match bootstrap_spearman(&pairs, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED) {
+            Some(b) => json!({
+                "candidates": pairs.len(),
+                "rho": b.estimate,
+                "bootstrap_ci95": [b.low, b.high],
+                "resamples": b.resamples,
+                "defined_resamples": b.defined,
+                "seed": b.seed,
+                "method": "percentile bootstrap over candidates, resampled with replacement",
+            }),
+            None => json!({ "candidates": pairs.len(), "rho": null }),
+        }
+    });
+    Some(json!({
+        "selection_metric": chooser,
+        "selection_set": if has_val { "validation (held out from the training set)" } else { "test (no validation set in these results)" },
+        "test_set": "reported only",
+        "interval": "95% Student-t interval of the mean over seeds, df = seeds - 1; none with one seed",
+        "rule": TRAINED_RULE,
+        "choice": chosen,
+        "naswot_vs_trained_spearman": spearman,
+        "candidates": candidates,
+    }))
 }
 
 /// The SVG without an XML declaration, with a view box so it scales.

@@ -266,4 +266,59 @@ mod tests {
         );
         assert!(md.contains("trained with one seed: no interval"), "{md}");
     }
+
+    /// Three seeds per candidate: validation mean, its half-width, MACs.
+    fn seeded(id: &str, index: u64, val: f64, ci: f64, macs: f64) -> Record {
+        let mut r = record(
+            id,
+            index as i64,
+            "",
+            &[
+                (metric::MFLOPS, macs / 1e6),
+                (metric::MACS, macs),
+                (train_metric::VAL_ACCURACY, val),
+                (train_metric::VAL_ACCURACY_CI, ci),
+                (train_metric::ACCURACY, val - 0.5),
+                (train_metric::ACCURACY_CI, ci),
+                (train_metric::SEEDS, 3.0),
+            ],
+        );
+        r.index = index;
+        r
+    }
+
+    #[test]
+    fn the_report_gives_intervals_the_lead_and_the_tie_rule() {
+        // Disjoint intervals: the best leads outside them.
+        let apart = [
+            seeded("a", 0, 90.0, 0.5, 10e6),
+            seeded("b", 1, 85.0, 0.5, 5e6),
+        ];
+        let md = training_section(&apart).unwrap();
+        assert!(
+            md.contains("| a | 10.00 | NaN | 3 | 90.00 ± 0.50 | 89.50 ± 0.50 |"),
+            "{md}"
+        );
+        assert!(md.contains("trained with 3 seeds"), "{md}");
+        assert!(
+            md.contains("Chosen: `a` (90.00 ± 0.50% validation)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("lead over the runner-up `b` (85.00 ± 0.50%) is outside the intervals"),
+            "{md}"
+        );
+        // Overlapping intervals: the cheaper one is chosen, and the report says why.
+        let close = [
+            seeded("a", 0, 90.0, 2.0, 10e6),
+            seeded("b", 1, 89.0, 2.0, 5e6),
+        ];
+        let md = training_section(&close).unwrap();
+        assert!(
+            md.contains("Chosen: `b` (89.00 ± 2.00% validation)"),
+            "{md}"
+        );
+        assert!(md.contains("The best mean is `a` (90.00 ± 2.00%), but its interval overlaps the cheaper `b`'s, so the tie went to the cheaper."), "{md}");
+        assert!(md.contains("is NOT outside the intervals"), "{md}");
+    }
 }
