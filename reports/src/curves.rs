@@ -27,7 +27,7 @@ fn draw<DB: DrawingBackend>(
     let max_loss = history
         .epochs
         .iter()
-        .flat_map(|s| [s.train_loss, s.test_loss])
+        .flat_map(|s| [s.train_loss, s.test_loss, s.val_loss.unwrap_or(0.0)])
         .filter(|v| v.is_finite())
         .fold(0.1f64, f64::max)
         * 1.1;
@@ -43,17 +43,25 @@ fn draw<DB: DrawingBackend>(
         .label_style((FAMILY, 12))
         .draw()
         .map_err(e)?;
-    type Pick = fn(&EpochStats) -> f64;
-    let loss: [(&str, RGBColor, Pick); 2] = [
-        ("train loss", BLUE, |s| s.train_loss),
-        ("test loss", RED, |s| s.test_loss),
-    ];
-    for (label, colour, f) in loss {
-        let pts: Vec<(f64, f64)> = history
+    // Validation lines only for runs that held out a validation set.
+    type Pick = fn(&EpochStats) -> Option<f64>;
+    let points = |f: Pick| -> Vec<(f64, f64)> {
+        history
             .epochs
             .iter()
-            .map(|s| (s.epoch as f64, f(s)))
-            .collect();
+            .filter_map(|s| Some((s.epoch as f64, f(s)?)))
+            .collect()
+    };
+    let loss: [(&str, RGBColor, Pick); 3] = [
+        ("train loss", BLUE, |s| Some(s.train_loss)),
+        ("validation loss", GREEN, |s| s.val_loss),
+        ("test loss", RED, |s| Some(s.test_loss)),
+    ];
+    for (label, colour, f) in loss {
+        let pts = points(f);
+        if pts.is_empty() {
+            continue;
+        }
         c.draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
             .map_err(e)?
             .label(label)
@@ -72,7 +80,13 @@ fn draw<DB: DrawingBackend>(
     let lo = history
         .epochs
         .iter()
-        .flat_map(|s| [s.train_accuracy, s.test_accuracy])
+        .flat_map(|s| {
+            [
+                s.train_accuracy,
+                s.test_accuracy,
+                s.val_accuracy.unwrap_or(100.0),
+            ]
+        })
         .fold(100.0f64, f64::min);
     let lo = (lo - 2.0).clamp(0.0, 98.0).floor();
     let mut a = ChartBuilder::on(&right)
@@ -87,16 +101,16 @@ fn draw<DB: DrawingBackend>(
         .label_style((FAMILY, 12))
         .draw()
         .map_err(e)?;
-    let acc: [(&str, RGBColor, Pick); 2] = [
-        ("train accuracy", BLUE, |s| s.train_accuracy),
-        ("test accuracy", RED, |s| s.test_accuracy),
+    let acc: [(&str, RGBColor, Pick); 3] = [
+        ("train accuracy", BLUE, |s| Some(s.train_accuracy)),
+        ("validation accuracy", GREEN, |s| s.val_accuracy),
+        ("test accuracy", RED, |s| Some(s.test_accuracy)),
     ];
     for (label, colour, f) in acc {
-        let pts: Vec<(f64, f64)> = history
-            .epochs
-            .iter()
-            .map(|s| (s.epoch as f64, f(s)))
-            .collect();
+        let pts = points(f);
+        if pts.is_empty() {
+            continue;
+        }
         a.draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
             .map_err(e)?
             .label(label)
