@@ -198,7 +198,10 @@ pub fn render(
             title: format!("{} vs cost", short_name(m)),
             x_label: unit.clone(),
             y_label: label.to_string(),
+            // Error bars reach down into the lower right, where the points
+            // of a budget-matched sweep sit; cheap and accurate stays empty.
             legend: match dir {
+                _ if !s.error_bars.is_empty() => plots::Corner::UpperLeft,
                 Direction::Max => plots::Corner::LowerRight,
                 Direction::Min => plots::Corner::UpperRight,
             },
