@@ -120,9 +120,18 @@ pub struct SearchArgs {
     /// Proxy: input resolution (set through the spec's `resolution` parameter).
     #[arg(long, default_value_t = 64, value_name = "PIXELS")]
     proxy_resolution: usize,
-    /// Train: the dataset (`mnist-sample` or a dataset directory).
+    /// Train: the dataset (`mnist-sample`, `fashion-sample`, `fashion-mnist`
+    /// or a dataset directory; see `shufflekit train --help`).
     #[arg(long, default_value = "mnist-sample", value_name = "DATA")]
     data: String,
+    /// Train: trainings per candidate, with seeds --seed, --seed + 1, ...
+    /// (the report shows mean ± 95% interval).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    seeds: usize,
+    /// Train: fraction of the training set held out (per class, chosen by
+    /// --seed) as the validation set the choice is made on.
+    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    validation: f64,
     /// Train: epochs per candidate.
     #[arg(long, default_value_t = 3, value_name = "N")]
     epochs: usize,
@@ -305,12 +314,17 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
                 resolution_param: Some("resolution".into()),
             })?)),
             "paper" => search.with_evaluator(Box::new(PaperEvaluator)),
-            "train" => search.with_evaluator(Box::new(TrainEvaluator::new(TrainEvalOptions {
-                data: shufflekit_train::data::DataSource::parse(&args.data),
-                epochs: args.epochs,
-                batch: args.train_batch,
-                lr: args.train_lr,
-            })?)),
+            "train" => search.with_evaluator(Box::new(TrainEvaluator::new(
+                TrainEvalOptions {
+                    data: shufflekit_train::data::DataSource::parse(&args.data),
+                    epochs: args.epochs,
+                    batch: args.train_batch,
+                    lr: args.train_lr,
+                    seeds: args.seeds,
+                    validation: args.validation,
+                },
+                args.seed,
+            )?)),
             other => {
                 bail!(
                     "unknown evaluator `{other}`: choose among flops, latency, proxy, paper, train"
@@ -405,6 +419,8 @@ fn print_summary(
     let front = pareto_front(records, &objectives);
     let headline = [
         metric::MFLOPS,
+        shufflekit_search::train::train_metric::VAL_ACCURACY,
+        shufflekit_search::train::train_metric::ACCURACY,
         metric::NASWOT,
         metric::PAPER_ERROR,
         metric::LATENCY_MS,

@@ -27,10 +27,18 @@ pub struct TrainArgs {
     /// `resolution`, `channels`, `classes` and `small_input`.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
-    /// `mnist-sample` (the 5,000-image MNIST sample in the repository) or a
-    /// dataset directory (IDX, CIFAR-10/100 binary, image folder).
+    /// `mnist-sample` (the 5,000-image MNIST sample in the repository),
+    /// `fashion-sample` (the 12,000-image Fashion-MNIST sample in the
+    /// repository), `fashion-mnist` (Debian's `dataset-fashion-mnist`;
+    /// `$SHUFFLEKIT_FASHION_MNIST` overrides its directory) or a dataset
+    /// directory (IDX, CIFAR-10/100 binary, image folder).
     #[arg(long)]
     data: String,
+    /// Fraction of the training set held out (per class, chosen by --seed)
+    /// as a validation set, measured after every epoch next to the test
+    /// set; 0 for none.
+    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    validation: f64,
     /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     epochs: usize,
@@ -92,7 +100,7 @@ pub fn train(args: &TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .map(|s| shufflekit_spec::parse_override(s))
         .collect::<Result<Vec<_>, _>>()?;
     let source = DataSource::parse(&args.data);
-    let split = source.load()?;
+    let split = source.load()?.hold_out(args.validation, args.seed)?;
     let task = proxy_task(&parsed, &overrides, &split, Convention::Macs)?;
     let config = TrainConfig {
         epochs: args.epochs,
@@ -120,7 +128,17 @@ pub fn train(args: &TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .build_global()
         .map_err(shufflekit_train::TrainError::Threads)?;
     let ckpt = checkpoint_dir(&args.out);
-    let data_name = source.describe();
+    // The held-out images are part of what the checkpoint was trained on.
+    let data_name = if split.validation.is_some() {
+        format!(
+            "{} (validation {} held out with seed {})",
+            source.describe(),
+            args.validation,
+            args.seed
+        )
+    } else {
+        source.describe()
+    };
     let mut trainer = if args.resume {
         Trainer::resume(&task.trained, &split, config, &ckpt, &data_name)?
     } else {
@@ -133,9 +151,10 @@ pub fn train(args: &TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "data: {} ({} training, {} test images of {:?}, {} classes)",
+        "data: {} ({} training, {} validation, {} test images of {:?}, {} classes)",
         split.source,
         split.train.len(),
+        split.validation.as_ref().map_or(0, |v| v.len()),
         split.test.len(),
         split.shape(),
         split.classes()
@@ -188,10 +207,14 @@ pub fn train(args: &TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
             bar.set_position(*step as u64);
             bar.set_message(format!("loss {running:.4}"));
         }
-        Event::Evaluating { .. } => bar.set_message("measuring the test set"),
+        Event::Evaluating { .. } => bar.set_message("measuring the validation and test sets"),
         Event::Epoch(s) => {
+            let val = match (s.val_loss, s.val_accuracy) {
+                (Some(l), Some(a)) => format!("val loss {l:.4}, val acc {a:6.2}%, "),
+                _ => String::new(),
+            };
             let line = format!(
-                "epoch {:>3}: train loss {:.4}, train acc {:6.2}%, test loss {:.4}, test acc {:6.2}%, lr {:.5}, {:.1} s, {:.0} images/s",
+                "epoch {:>3}: train loss {:.4}, train acc {:6.2}%, {val}test loss {:.4}, test acc {:6.2}%, lr {:.5}, {:.1} s, {:.0} images/s",
                 s.epoch, s.train_loss, s.train_accuracy, s.test_loss, s.test_accuracy, s.lr, s.train_seconds, s.images_per_second
             );
             if quiet {
@@ -239,9 +262,12 @@ pub fn train(args: &TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
         &title,
     )?;
     let last = trainer.history().epochs.last();
+    let val = last
+        .and_then(|s| s.val_accuracy)
+        .map_or(String::new(), |a| format!("validation accuracy {a:.2}%, "));
     writeln!(
         out,
-        "done in {:.1} s: test accuracy {:.2}%",
+        "done in {:.1} s: {val}test accuracy {:.2}% (the test set is reported, not used to choose)",
         started.elapsed().as_secs_f64(),
         last.map_or(0.0, |s| s.test_accuracy)
     )?;

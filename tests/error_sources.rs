@@ -81,7 +81,7 @@ fn a_search_error_keeps_the_dataset_error() {
         data: DataSource::Path(missing),
         ..TrainEvalOptions::default()
     };
-    let Err(e) = TrainEvaluator::new(options) else {
+    let Err(e) = TrainEvaluator::new(options, 0) else {
         panic!("a missing dataset was loaded");
     };
     assert!(matches!(e, SearchError::TrainData(_)), "{e}");

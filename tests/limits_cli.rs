@@ -212,6 +212,42 @@ fn counts_beyond_their_limits_are_argument_errors() {
         1,
         "the random crop's padding (28) must be smaller than the images' side (28 pixels)",
     );
+    fails_cleanly(
+        &refs(&small(
+            "train",
+            &[
+                "--data",
+                "mnist-sample",
+                "--validation",
+                "1.5",
+                "--out",
+                &out,
+            ],
+        )),
+        1,
+        "the validation fraction must be in [0, 1), not 1.5",
+    );
+    let search_out = temp("limits-search").display().to_string();
+    for (seeds, want) in [
+        ("0", "--seeds must be in 1..=1000, not 0"),
+        ("5000", "--seeds must be in 1..=1000, not 5000"),
+    ] {
+        fails_cleanly(
+            &[
+                "search",
+                "specs/shufflenet_v1.yaml",
+                "--evaluate",
+                "flops,train",
+                "--seeds",
+                seeds,
+                "--no-progress",
+                "--out",
+                &search_out,
+            ],
+            1,
+            want,
+        );
+    }
 }
 
 #[test]

@@ -92,6 +92,14 @@ fn train_writes_weights_curves_checkpoint_and_resumes() {
         "{stdout}"
     );
     assert!(stdout.contains("epoch   1: train loss"), "{stdout}");
+    // One image per class is held out for validation (10% of 8, rounded
+    // up to one) and measured next to the test set.
+    assert!(
+        stdout.contains("(14 training, 2 validation, 4 test images"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("val acc"), "{stdout}");
+    assert!(stdout.contains("validation accuracy"), "{stdout}");
     for suffix in [
         "",
         ".curves.png",
@@ -156,6 +164,32 @@ fn bad_data_is_reported_with_the_file() {
     assert!(!o.status.success());
     assert!(
         stderr.contains("`no-such-dataset` is not a dataset"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_fashion_mnist_names_the_apt_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("w.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_shufflekit"))
+        .args([
+            "train",
+            "specs/shufflenet_v1.yaml",
+            "--data",
+            "fashion-mnist",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("SHUFFLEKIT_FASHION_MNIST", tmp.path().join("empty"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("apt-get install dataset-fashion-mnist")
+            && stderr.contains("train-images-idx3-ubyte.gz` is missing"),
         "{stderr}"
     );
 }

@@ -27,7 +27,7 @@ fn draw<DB: DrawingBackend>(
     let max_loss = history
         .epochs
         .iter()
-        .flat_map(|s| [s.train_loss, s.test_loss])
+        .flat_map(|s| [s.train_loss, s.test_loss, s.val_loss.unwrap_or(0.0)])
         .filter(|v| v.is_finite())
         .fold(0.1f64, f64::max)
         * 1.1;
@@ -43,17 +43,25 @@ fn draw<DB: DrawingBackend>(
         .label_style((FAMILY, 12))
         .draw()
         .map_err(e)?;
-    type Pick = fn(&EpochStats) -> f64;
-    let loss: [(&str, RGBColor, Pick); 2] = [
-        ("train loss", BLUE, |s| s.train_loss),
-        ("test loss", RED, |s| s.test_loss),
-    ];
-    for (label, colour, f) in loss {
-        let pts: Vec<(f64, f64)> = history
+    // Validation lines only for runs that held out a validation set.
+    type Pick = fn(&EpochStats) -> Option<f64>;
+    let points = |f: Pick| -> Vec<(f64, f64)> {
+        history
             .epochs
             .iter()
-            .map(|s| (s.epoch as f64, f(s)))
-            .collect();
+            .filter_map(|s| Some((s.epoch as f64, f(s)?)))
+            .collect()
+    };
+    let loss: [(&str, RGBColor, Pick); 3] = [
+        ("train loss", BLUE, |s| Some(s.train_loss)),
+        ("validation loss", GREEN, |s| s.val_loss),
+        ("test loss", RED, |s| Some(s.test_loss)),
+    ];
+    for (label, colour, f) in loss {
+        let pts = points(f);
+        if pts.is_empty() {
+            continue;
+        }
         c.draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
             .map_err(e)?
             .label(label)
@@ -72,7 +80,13 @@ fn draw<DB: DrawingBackend>(
     let lo = history
         .epochs
         .iter()
-        .flat_map(|s| [s.train_accuracy, s.test_accuracy])
+        .flat_map(|s| {
+            [
+                s.train_accuracy,
+                s.test_accuracy,
+                s.val_accuracy.unwrap_or(100.0),
+            ]
+        })
         .fold(100.0f64, f64::min);
     let lo = (lo - 2.0).clamp(0.0, 98.0).floor();
     let mut a = ChartBuilder::on(&right)
@@ -87,16 +101,16 @@ fn draw<DB: DrawingBackend>(
         .label_style((FAMILY, 12))
         .draw()
         .map_err(e)?;
-    let acc: [(&str, RGBColor, Pick); 2] = [
-        ("train accuracy", BLUE, |s| s.train_accuracy),
-        ("test accuracy", RED, |s| s.test_accuracy),
+    let acc: [(&str, RGBColor, Pick); 3] = [
+        ("train accuracy", BLUE, |s| Some(s.train_accuracy)),
+        ("validation accuracy", GREEN, |s| s.val_accuracy),
+        ("test accuracy", RED, |s| Some(s.test_accuracy)),
     ];
     for (label, colour, f) in acc {
-        let pts: Vec<(f64, f64)> = history
-            .epochs
-            .iter()
-            .map(|s| (s.epoch as f64, f(s)))
-            .collect();
+        let pts = points(f);
+        if pts.is_empty() {
+            continue;
+        }
         a.draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
             .map_err(e)?
             .label(label)
@@ -159,6 +173,9 @@ pub struct PointSeries {
     pub points: Vec<(f64, f64)>,
     /// A name written beside each point (may be empty).
     pub names: Vec<String>,
+    /// Half-widths of each point's 95% interval, drawn as vertical error
+    /// bars (empty, or one per point; 0 draws none).
+    pub errors: Vec<f64>,
 }
 
 fn draw_points<DB: DrawingBackend>(
@@ -170,7 +187,26 @@ fn draw_points<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("{e:?}");
     root.fill(&WHITE).map_err(e)?;
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.clone()).collect();
+    let bars = |s: &PointSeries| -> Vec<((f64, f64), f64)> {
+        s.points
+            .iter()
+            .zip(&s.errors)
+            .filter(|(_, &h)| h > 0.0)
+            .map(|(&p, &h)| (p, h))
+            .collect()
+    };
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| {
+            let mut v = s.points.clone();
+            v.extend(
+                bars(s)
+                    .into_iter()
+                    .flat_map(|((x, y), h)| [(x, y - h), (x, y + h)]),
+            );
+            v
+        })
+        .collect();
     let (x0, x1) = all
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
@@ -201,6 +237,22 @@ fn draw_points<DB: DrawingBackend>(
     let colours = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     for (i, s) in series.iter().enumerate() {
         let colour = colours[i % colours.len()];
+        let b = bars(s);
+        if !b.is_empty() {
+            let style = colour.mix(0.7).stroke_width(1);
+            c.draw_series(
+                b.iter()
+                    .map(|&((x, y), h)| PathElement::new(vec![(x, y - h), (x, y + h)], style)),
+            )
+            .map_err(e)?;
+            for sign in [-1.0, 1.0] {
+                c.draw_series(b.iter().map(|&((x, y), h)| {
+                    EmptyElement::at((x, y + sign * h))
+                        + PathElement::new(vec![(-4, 0), (4, 0)], style)
+                }))
+                .map_err(e)?;
+            }
+        }
         c.draw_series(s.points.iter().map(|&p| Circle::new(p, 5, colour.filled())))
             .map_err(e)?
             .label(s.label.clone())

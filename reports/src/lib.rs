@@ -1,6 +1,8 @@
 //! Reports of shufflekit searches: a directory with `report.md`, a
 //! self-contained `index.html` (inline SVG, no scripts, no external
-//! resources), PNG and SVG charts, `results.csv` and the JSONL results.
+//! resources), PNG and SVG charts, `results.csv`, the JSONL results and,
+//! when candidates were trained, `statistics.json` (means, intervals, every
+//! seed, the choice and the proxy's rank correlation).
 //!
 //! Everything is rendered from the results alone ([`Results`]), so
 //! `shufflekit report` can merge shard files and re-render at any time.
@@ -29,7 +31,11 @@ use std::path::{Path, PathBuf};
 use shufflekit_search::budget::KIND_GROUPS;
 use shufflekit_search::evaluator::{metric, PAPER_SPEC};
 use shufflekit_search::paper::PAPER_POINTS;
-use shufflekit_search::pareto::{choose, default_objectives, pareto_front, primary_score};
+use shufflekit_search::pareto::{
+    choice, default_objectives, interval_of, pareto_front, primary_score, Choice, TRAINED_RULE,
+};
+use shufflekit_search::stats::{bootstrap_spearman, BOOTSTRAP_RESAMPLES};
+use shufflekit_search::train::train_metric;
 use shufflekit_search::{Direction, Line, Objective, Record, Results, Status};
 
 /// Why a report could not be written.
@@ -120,7 +126,8 @@ pub fn render(
         options.objectives.clone()
     };
     let front = pareto_front(records, &objectives);
-    let chosen = choose(records);
+    let picked = choice(records);
+    let chosen = picked.as_ref().map(|c| c.chosen);
     let mut files = Vec::new();
 
     let run = results.last_run();
@@ -131,12 +138,18 @@ pub fn render(
     let group_param = series_param(results);
     let mut charts = Vec::new();
 
-    // Score vs cost, one chart per score.
+    // Score vs cost, one chart per score; trained accuracies with their
+    // intervals over seeds.
     for (m, dir, label) in [
         (
-            shufflekit_search::train::train_metric::ACCURACY,
+            train_metric::VAL_ACCURACY,
             Direction::Max,
-            "test accuracy after training on the proxy task (higher is better)",
+            "validation accuracy after training, % (mean over seeds)",
+        ),
+        (
+            train_metric::ACCURACY,
+            Direction::Max,
+            "test accuracy after training, % (mean over seeds)",
         ),
         (
             metric::NASWOT,
@@ -170,12 +183,25 @@ pub fn render(
         } else {
             Vec::new()
         };
-        let s = scatter_of(records, m, dir, &group_param, chosen, budget, reference);
+        let mut s = scatter_of(records, m, dir, &group_param, chosen, budget, reference);
+        s.error_bars = records
+            .iter()
+            .filter_map(|r| {
+                let x = r.metric(metric::MFLOPS)?;
+                let iv = interval_of(r, m)?;
+                iv.half_width?;
+                let (lo, hi) = iv.bounds();
+                Some((x, lo, hi))
+            })
+            .collect();
         let scatter = plots::Scatter {
             title: format!("{} vs cost", short_name(m)),
             x_label: unit.clone(),
             y_label: label.to_string(),
+            // Error bars reach down into the lower right, where the points
+            // of a budget-matched sweep sit; cheap and accurate stays empty.
             legend: match dir {
+                _ if !s.error_bars.is_empty() => plots::Corner::UpperLeft,
                 Direction::Max => plots::Corner::LowerRight,
                 Direction::Min => plots::Corner::UpperRight,
             },
@@ -254,6 +280,10 @@ pub fn render(
         &results_csv(records, &front, chosen),
         &mut files,
     )?;
+    if let Some(stats) = statistics_json(records, picked.as_ref()) {
+        let text = serde_json::to_string_pretty(&stats).unwrap_or_default() + "\n";
+        write(&out.join("statistics.json"), &text, &mut files)?;
+    }
     let jsonl = out.join("results.jsonl");
     let is_input = options.inputs.iter().any(|i| same_file(i, &jsonl));
     if !is_input {
@@ -266,6 +296,7 @@ pub fn render(
         objectives: &objectives,
         front: &front,
         chosen,
+        choice: picked.as_ref(),
         charts: &charts,
         options,
         unit: &unit,
@@ -294,6 +325,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn short_name(m: &str) -> &str {
     match m {
         metric::NASWOT => "NASWOT score",
+        train_metric::VAL_ACCURACY => "Validation accuracy",
+        train_metric::ACCURACY => "Test accuracy",
         metric::PAPER_ERROR => "Published top-1 error",
         metric::LATENCY_MS => "Latency",
         other => other,
@@ -545,6 +578,7 @@ struct Summary<'a> {
     objectives: &'a [Objective],
     front: &'a [usize],
     chosen: Option<usize>,
+    choice: Option<&'a Choice>,
     charts: &'a [Chart],
     options: &'a ReportOptions,
     unit: &'a str,
@@ -690,6 +724,9 @@ impl Summary<'_> {
         f.push((
             "chosen by".into(),
             match primary_score(self.records()) {
+                Some(o) if self.choice.is_some_and(|c| c.trained.is_some()) => {
+                    format!("`{}`: {TRAINED_RULE}", o.metric)
+                }
                 Some(o) => format!(
                     "best `{}` ({}) among feasible candidates, ties to the cheaper",
                     o.metric,
@@ -747,6 +784,8 @@ impl Summary<'_> {
     fn headline_metrics(&self) -> Vec<&'static str> {
         [
             metric::MFLOPS,
+            train_metric::VAL_ACCURACY,
+            train_metric::ACCURACY,
             metric::PARAMS,
             metric::PEAK_MEMORY,
             metric::LATENCY_MS,
@@ -761,12 +800,11 @@ impl Summary<'_> {
     fn table_of(&self, indices: &[usize]) -> Table {
         let ms = self.headline_metrics();
         let mut header = vec!["candidate".to_string(), "status".to_string()];
-        header.extend(ms.iter().map(|m| {
-            if *m == metric::MFLOPS {
-                format!("cost ({})", self.unit)
-            } else {
-                m.to_string()
-            }
+        header.extend(ms.iter().map(|m| match *m {
+            metric::MFLOPS => format!("cost ({})", self.unit),
+            train_metric::VAL_ACCURACY => "validation accuracy %".into(),
+            train_metric::ACCURACY => "test accuracy % (reported only)".into(),
+            _ => m.to_string(),
         }));
         let rows = indices
             .iter()
@@ -774,6 +812,9 @@ impl Summary<'_> {
                 let r = &self.records()[i];
                 let mut row = vec![r.id.clone(), status_name(r.status).to_string()];
                 row.extend(ms.iter().map(|m| {
+                    if *m == train_metric::VAL_ACCURACY || *m == train_metric::ACCURACY {
+                        return interval_of(r, m).map_or("-".into(), |iv| iv.display(2));
+                    }
                     r.metric(m)
                         .map(|v| fmt_metric(m, v))
                         .unwrap_or_else(|| "-".into())
@@ -825,6 +866,7 @@ impl Summary<'_> {
         match self.chosen.map(|i| &self.records()[i]) {
             Some(r) => r.headline(&[
                 metric::MFLOPS,
+                train_metric::VAL_ACCURACY,
                 metric::NASWOT,
                 metric::PAPER_ERROR,
                 metric::LATENCY_MS,
@@ -854,6 +896,13 @@ impl Summary<'_> {
             s.push_str("\n## Chosen variant\n\n");
             s.push_str(&self.table_of(&[i]).markdown());
         }
+        let statements = accuracy_statements(self.records(), self.choice);
+        if !statements.is_empty() {
+            s.push_str("\n## Accuracy and its uncertainty\n\n");
+            for p in &statements {
+                let _ = writeln!(s, "{p}\n");
+            }
+        }
         if let Some(t) = self.matched_table() {
             s.push_str("\n## Budget matching\n\n");
             s.push_str(&t.markdown());
@@ -875,7 +924,11 @@ impl Summary<'_> {
         s.push_str("## All candidates\n\n");
         let all: Vec<usize> = (0..self.records().len()).collect();
         s.push_str(&self.table_of(&all).markdown());
-        s.push_str("\nFull data: [results.csv](results.csv), [results.jsonl](results.jsonl).\n");
+        s.push_str("\nFull data: [results.csv](results.csv), [results.jsonl](results.jsonl)");
+        if self.choice.is_some_and(|c| c.trained.is_some()) {
+            s.push_str(", [statistics.json](statistics.json)");
+        }
+        s.push_str(".\n");
         s
     }
 
@@ -912,6 +965,13 @@ impl Summary<'_> {
             s.push_str("<h2>Chosen variant</h2>\n");
             s.push_str(&self.table_of(&[i]).html());
         }
+        let statements = accuracy_statements(self.records(), self.choice);
+        if !statements.is_empty() {
+            s.push_str("<h2>Accuracy and its uncertainty</h2>\n");
+            for p in &statements {
+                let _ = writeln!(s, "<p>{}</p>", html_escape(p).replace('`', ""));
+            }
+        }
         if let Some(t) = self.matched_table() {
             s.push_str("<h2>Budget matching</h2>\n");
             s.push_str(&t.html());
@@ -938,6 +998,228 @@ impl Summary<'_> {
         s.push_str("<p>Full data: <code>results.csv</code>, <code>results.jsonl</code> beside this page.</p>\n</body>\n</html>\n");
         s
     }
+}
+
+/// The seed of the bootstrap of the proxy's rank correlation.
+pub const BOOTSTRAP_SEED: u64 = 0;
+
+/// What a report says about trained accuracy (empty when nothing was
+/// trained): which set chooses and which is only reported; the number of
+/// seeds and the interval (or that one seed gives none); the choice, and
+/// whether the best candidate's lead over the runner-up is outside the
+/// intervals; and, when the NASWOT proxy ran too, its Spearman rank
+/// correlation with the trained accuracy with a bootstrap 95% interval.
+pub fn accuracy_statements(records: &[Record], choice: Option<&Choice>) -> Vec<String> {
+    let trained: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.status != Status::Error && r.metric(train_metric::ACCURACY).is_some())
+        .collect();
+    if trained.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let has_val = trained
+        .iter()
+        .any(|r| r.metric(train_metric::VAL_ACCURACY).is_some());
+    let chooser = if has_val {
+        train_metric::VAL_ACCURACY
+    } else {
+        train_metric::ACCURACY
+    };
+    out.push(if has_val {
+        "Selection uses the validation set, held out from the training set (per class, fixed by the search's seed); the test set is only reported and never used to choose.".to_string()
+    } else {
+        "These results have no validation set: the test accuracy was used to choose, so it is not an unbiased estimate.".to_string()
+    });
+    let seeds: Vec<usize> = trained
+        .iter()
+        .map(|r| r.metric(train_metric::SEEDS).map_or(1, |n| n as usize))
+        .collect();
+    let (lo, hi) = (
+        seeds.iter().copied().min().unwrap_or(1),
+        seeds.iter().copied().max().unwrap_or(1),
+    );
+    let n_text = if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo} to {hi}")
+    };
+    out.push(if hi < 2 {
+        "Each candidate was trained with one seed: no interval can be given, and differences between candidates may be seed noise (run with `--seeds N`, N >= 2, for mean ± 95% interval).".to_string()
+    } else {
+        format!("Each candidate was trained with {n_text} seeds; accuracies are the mean ± the half-width of the 95% Student-t interval (df = seeds - 1), and the charts draw these intervals as error bars.")
+    });
+    if let Some(c) = choice {
+        if let Some(t) = &c.trained {
+            let name = |i: usize| records[i].id.clone();
+            let show =
+                |i: usize| interval_of(&records[i], chooser).map_or("-".into(), |iv| iv.display(2));
+            let mut p = format!(
+                "Chosen: `{}` ({}% {}). Rule: {TRAINED_RULE}.",
+                name(c.chosen),
+                show(c.chosen),
+                if has_val { "validation" } else { "test" }
+            );
+            if c.chosen != t.best {
+                let _ = write!(
+                    p,
+                    " The best mean is `{}` ({}%), but its interval overlaps the cheaper `{}`'s, so the tie went to the cheaper.",
+                    name(t.best),
+                    show(t.best),
+                    name(c.chosen)
+                );
+            }
+            match (t.runner_up, t.separated) {
+                (None, _) => p.push_str(" No runner-up to compare with."),
+                (Some(j), Some(true)) => {
+                    let _ = write!(
+                        p,
+                        " The best mean's lead over the runner-up `{}` ({}%) is outside the intervals: the two do not overlap.",
+                        name(j),
+                        show(j)
+                    );
+                }
+                (Some(j), Some(false)) => {
+                    let _ = write!(
+                        p,
+                        " The best mean's lead over the runner-up `{}` ({}%) is NOT outside the intervals: they overlap, so the ranking of the two is not established.",
+                        name(j),
+                        show(j)
+                    );
+                }
+                (Some(j), None) => {
+                    let _ = write!(
+                        p,
+                        " The runner-up is `{}` ({}%); with one seed no interval says whether the best mean's lead is more than noise.",
+                        name(j),
+                        show(j)
+                    );
+                }
+            }
+            out.push(p);
+        }
+    }
+    let pairs: Vec<(f64, f64)> = trained
+        .iter()
+        .filter_map(|r| Some((r.metric(metric::NASWOT)?, r.metric(chooser)?)))
+        .collect();
+    if !pairs.is_empty() {
+        let what = if has_val { "validation" } else { "test" };
+        out.push(
+            match bootstrap_spearman(&pairs, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED) {
+                Some(b) => format!(
+                    "Spearman rank correlation of the NASWOT proxy score with the trained {what} accuracy: {:.3} over {} candidates, bootstrap 95% interval [{:.3}, {:.3}] ({} resamples of the candidates with replacement, seed {}, percentile method; {} resamples had a defined correlation).",
+                    b.estimate,
+                    pairs.len(),
+                    b.low,
+                    b.high,
+                    b.resamples,
+                    b.seed,
+                    b.defined
+                ),
+                None => format!(
+                    "Spearman rank correlation of the NASWOT proxy score with the trained {what} accuracy: undefined ({} candidate(s) with both, or a constant side).",
+                    pairs.len()
+                ),
+            },
+        );
+    }
+    out
+}
+
+/// The statistics of trained accuracy as JSON (`statistics.json`; `None`
+/// when nothing was trained): the selection set, the rule, the choice and
+/// its comparison with the runner-up, each trained candidate's mean,
+/// interval and per-seed accuracies (validation and test), and the proxy's
+/// Spearman correlation with its bootstrap interval.
+pub fn statistics_json(records: &[Record], choice: Option<&Choice>) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let trained: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.status != Status::Error && r.metric(train_metric::ACCURACY).is_some())
+        .collect();
+    if trained.is_empty() {
+        return None;
+    }
+    let has_val = trained
+        .iter()
+        .any(|r| r.metric(train_metric::VAL_ACCURACY).is_some());
+    let chooser = if has_val {
+        train_metric::VAL_ACCURACY
+    } else {
+        train_metric::ACCURACY
+    };
+    let seeds_of = |r: &Record, prefix: &str| -> Vec<f64> {
+        (1..)
+            .map_while(|k| r.metric(&format!("{prefix}{k}")))
+            .collect()
+    };
+    let set = |r: &Record, m: &str, prefix: &str| {
+        interval_of(r, m).map(|iv| {
+            json!({
+                "mean": iv.mean,
+                "ci95_half_width": iv.half_width,
+                "ci95": iv.half_width.map(|_| [iv.bounds().0, iv.bounds().1]),
+                "seeds": seeds_of(r, prefix),
+            })
+        })
+    };
+    let candidates: Vec<serde_json::Value> = trained
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "status": status_name(r.status),
+                "macs": r.metric(metric::MACS),
+                "mflops": r.metric(metric::MFLOPS),
+                "seeds": r.metric(train_metric::SEEDS).map_or(1, |n| n as usize),
+                "seed_values": r.info.get(train_metric::SEED_LIST),
+                "validation_accuracy": set(r, train_metric::VAL_ACCURACY, train_metric::VAL_SEED_PREFIX),
+                "test_accuracy": set(r, train_metric::ACCURACY, train_metric::SEED_PREFIX),
+                "naswot": r.metric(metric::NASWOT),
+            })
+        })
+        .collect();
+    let id = |i: usize| records[i].id.clone();
+    let chosen = choice.and_then(|c| {
+        let t = c.trained.as_ref()?;
+        Some(json!({
+            "chosen": id(c.chosen),
+            "best_mean": id(t.best),
+            "runner_up": t.runner_up.map(id),
+            "lead_outside_intervals": t.separated,
+            "tied_with_best": t.tied.iter().map(|&i| id(i)).collect::<Vec<_>>(),
+            "intervals": t.intervals,
+        }))
+    });
+    let pairs: Vec<(f64, f64)> = trained
+        .iter()
+        .filter_map(|r| Some((r.metric(metric::NASWOT)?, r.metric(chooser)?)))
+        .collect();
+    let spearman = (!pairs.is_empty()).then(|| {
+        match bootstrap_spearman(&pairs, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED) {
+            Some(b) => json!({
+                "candidates": pairs.len(),
+                "rho": b.estimate,
+                "bootstrap_ci95": [b.low, b.high],
+                "resamples": b.resamples,
+                "defined_resamples": b.defined,
+                "seed": b.seed,
+                "method": "percentile bootstrap over candidates, resampled with replacement",
+            }),
+            None => json!({ "candidates": pairs.len(), "rho": null }),
+        }
+    });
+    Some(json!({
+        "selection_metric": chooser,
+        "selection_set": if has_val { "validation (held out from the training set)" } else { "test (no validation set in these results)" },
+        "test_set": "reported only",
+        "interval": "95% Student-t interval of the mean over seeds, df = seeds - 1; none with one seed",
+        "rule": TRAINED_RULE,
+        "choice": chosen,
+        "naswot_vs_trained_spearman": spearman,
+        "candidates": candidates,
+    }))
 }
 
 /// The SVG without an XML declaration, with a view box so it scales.

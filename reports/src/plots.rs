@@ -59,6 +59,9 @@ pub struct Scatter {
     pub budget: Option<f64>,
     /// Published reference points with labels.
     pub reference: Vec<(f64, f64, String)>,
+    /// Vertical error bars `(x, low, high)`: the 95% intervals of the
+    /// points' means.
+    pub error_bars: Vec<(f64, f64, f64)>,
     /// Where the legend goes (a corner the data leaves free).
     pub legend: Corner,
 }
@@ -128,7 +131,12 @@ fn draw_scatter<DB: DrawingBackend>(
         .iter()
         .flat_map(|se| se.points.iter().copied())
         .chain(s.infeasible.iter().copied())
-        .chain(s.reference.iter().map(|(x, y, _)| (*x, *y)));
+        .chain(s.reference.iter().map(|(x, y, _)| (*x, *y)))
+        .chain(
+            s.error_bars
+                .iter()
+                .flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]),
+        );
     let (mut x0, mut x1, mut y0, mut y1) = (
         f64::INFINITY,
         f64::NEG_INFINITY,
@@ -197,6 +205,26 @@ fn draw_scatter<DB: DrawingBackend>(
             .map_err(derr)?
             .label("over a constraint")
             .legend(|(x, y)| Cross::new((x + 9, y), 4, GREY.stroke_width(1)));
+    }
+    if !s.error_bars.is_empty() {
+        let bar = BLACK.mix(0.55).stroke_width(1);
+        let cap =
+            |p: (f64, f64)| EmptyElement::at(p) + PathElement::new(vec![(-4, 0), (4, 0)], bar);
+        chart
+            .draw_series(
+                s.error_bars
+                    .iter()
+                    .map(|&(x, lo, hi)| PathElement::new(vec![(x, lo), (x, hi)], bar)),
+            )
+            .map_err(derr)?
+            .label("95% interval over seeds")
+            .legend(move |(x, y)| PathElement::new(vec![(x + 9, y - 7), (x + 9, y + 7)], bar));
+        chart
+            .draw_series(s.error_bars.iter().map(|&(x, lo, _)| cap((x, lo))))
+            .map_err(derr)?;
+        chart
+            .draw_series(s.error_bars.iter().map(|&(x, _, hi)| cap((x, hi))))
+            .map_err(derr)?;
     }
     for (i, se) in s.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];

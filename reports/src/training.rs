@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use shufflekit_search::evaluator::metric;
+use shufflekit_search::pareto::{choice, interval_of};
 use shufflekit_search::results::{Record, Status};
-use shufflekit_search::train::{spearman, train_metric};
+use shufflekit_search::train::train_metric;
 
 use crate::curves::{accuracy_chart, PointSeries};
-use crate::ReportError;
+use crate::{accuracy_statements, ReportError};
 
 fn override_of(r: &Record, name: &str) -> Option<String> {
     if let Some(v) = r.params.get(name) {
@@ -50,7 +51,7 @@ pub fn training_section(records: &[Record]) -> Option<String> {
     }
     let _ = writeln!(
         s,
-        "| candidate | MFLOPs (deployment) | MFLOPs (trained input) | test accuracy % | per epoch | train loss | seconds |\n|---|---|---|---|---|---|---|"
+        "| candidate | MFLOPs (deployment) | MFLOPs (trained input) | seeds | validation accuracy % | test accuracy % (reported only) | test accuracy per epoch (mean) | train loss | seconds |\n|---|---|---|---|---|---|---|---|---|"
     );
     let mut sorted = trained.clone();
     sorted.sort_by(|a, b| {
@@ -63,9 +64,10 @@ pub fn training_section(records: &[Record]) -> Option<String> {
             .map_while(|e| r.metric(&format!("{}{e}", train_metric::EPOCH_PREFIX)))
             .map(|v| format!("{v:.1}"))
             .collect();
+        let show = |m: &str| interval_of(r, m).map_or("-".into(), |iv| iv.display(2));
         let _ = writeln!(
             s,
-            "| {}{} | {:.2} | {:.2} | {:.2} | {} | {:.4} | {:.0} |",
+            "| {}{} | {:.2} | {:.2} | {} | {} | {} | {} | {:.4} | {:.0} |",
             r.id,
             override_of(r, "shuffle")
                 .filter(|v| v == "false")
@@ -73,7 +75,9 @@ pub fn training_section(records: &[Record]) -> Option<String> {
                 .unwrap_or(""),
             r.metric(metric::MFLOPS).unwrap_or(f64::NAN),
             r.metric(train_metric::PROXY_MFLOPS).unwrap_or(f64::NAN),
-            r.metric(train_metric::ACCURACY).unwrap_or(f64::NAN),
+            r.metric(train_metric::SEEDS).map_or(1, |n| n as usize),
+            show(train_metric::VAL_ACCURACY),
+            show(train_metric::ACCURACY),
             epochs.join(" / "),
             r.metric(train_metric::LOSS).unwrap_or(f64::NAN),
             r.metric(train_metric::SECONDS).unwrap_or(f64::NAN),
@@ -135,27 +139,9 @@ pub fn training_section(records: &[Record]) -> Option<String> {
             let _ = writeln!(s, "| {k} | {} | {} | {diff} |", f(with), f(without));
         }
     }
-    let pairs: Vec<(f64, f64)> = trained
-        .iter()
-        .filter_map(|r| Some((r.metric(metric::NASWOT)?, r.metric(train_metric::ACCURACY)?)))
-        .collect();
-    if !pairs.is_empty() {
-        match spearman(&pairs) {
-            Some(rho) => {
-                let _ = writeln!(
-                    s,
-                    "\nSpearman rank correlation between the NASWOT proxy score and the trained accuracy: {rho:.3} over {} candidates.",
-                    pairs.len()
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "\nSpearman rank correlation between proxy and trained accuracy: undefined ({} candidate(s) with both, or a constant side).",
-                    pairs.len()
-                );
-            }
-        }
+    let _ = writeln!(s);
+    for p in accuracy_statements(records, choice(records).as_ref()) {
+        let _ = writeln!(s, "{p}\n");
     }
     Some(s)
 }
@@ -178,33 +164,44 @@ pub fn write_training_report(
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let md_path = dir.join("training.md");
     std::fs::write(&md_path, md).map_err(io(&md_path))?;
-    type Points = (Vec<(f64, f64)>, Vec<String>);
+    // The chart shows what chooses: validation accuracy when there is one.
+    let (y_metric, which) = if records
+        .iter()
+        .any(|r| r.metric(train_metric::VAL_ACCURACY).is_some())
+    {
+        (train_metric::VAL_ACCURACY, "validation")
+    } else {
+        (train_metric::ACCURACY, "test")
+    };
+    type Points = (Vec<(f64, f64)>, Vec<String>, Vec<f64>);
     let mut series: BTreeMap<String, Points> = BTreeMap::new();
     for r in records.iter().filter(|r| r.status != Status::Error) {
-        if let (Some(x), Some(y)) = (r.metric(metric::MFLOPS), r.metric(train_metric::ACCURACY)) {
+        if let (Some(x), Some(iv)) = (r.metric(metric::MFLOPS), interval_of(r, y_metric)) {
             let label = match override_of(r, "shuffle").as_deref() {
                 Some("false") => "without channel shuffle",
                 _ => "trained candidates",
             };
             let entry = series.entry(label.to_string()).or_default();
-            entry.0.push((x, y));
+            entry.0.push((x, iv.mean));
             entry.1.push(format!(" {}", r.id));
+            entry.2.push(iv.half_width.unwrap_or(0.0));
         }
     }
     let series: Vec<PointSeries> = series
         .into_iter()
-        .map(|(label, (points, names))| PointSeries {
+        .map(|(label, (points, names, errors))| PointSeries {
             label,
             points,
             names,
+            errors,
         })
         .collect();
     let (png, svg) = accuracy_chart(
         &dir.join("accuracy_vs_mflops"),
         &series,
-        "trained test accuracy vs cost",
+        &format!("trained {which} accuracy vs cost (mean, 95% interval over seeds)"),
         "MFLOPs at the deployment input",
-        "test accuracy (%)",
+        &format!("{which} accuracy (%)"),
     )?;
     Ok(vec![md_path, png, svg])
 }
@@ -260,8 +257,68 @@ mod tests {
         ])
         .unwrap();
         assert!(md.contains("| groups=3 (no shuffle) | 33.00 |"), "{md}");
+        assert!(md.contains("| 1 | - | 94.00 |"), "{md}");
         assert!(md.contains("### Shuffle ablation"), "{md}");
         assert!(md.contains("| groups=8 | 3.00 | 7.00 | +4.00 |"), "{md}");
-        assert!(md.contains("correlation between the NASWOT proxy score and the trained accuracy: -1.000 over 3"), "{md}");
+        assert!(
+            md.contains("Spearman rank correlation of the NASWOT proxy score with the trained test accuracy: -1.000 over 3 candidates, bootstrap 95% interval"),
+            "{md}"
+        );
+        assert!(md.contains("trained with one seed: no interval"), "{md}");
+    }
+
+    /// Three seeds per candidate: validation mean, its half-width, MACs.
+    fn seeded(id: &str, index: u64, val: f64, ci: f64, macs: f64) -> Record {
+        let mut r = record(
+            id,
+            index as i64,
+            "",
+            &[
+                (metric::MFLOPS, macs / 1e6),
+                (metric::MACS, macs),
+                (train_metric::VAL_ACCURACY, val),
+                (train_metric::VAL_ACCURACY_CI, ci),
+                (train_metric::ACCURACY, val - 0.5),
+                (train_metric::ACCURACY_CI, ci),
+                (train_metric::SEEDS, 3.0),
+            ],
+        );
+        r.index = index;
+        r
+    }
+
+    #[test]
+    fn the_report_gives_intervals_the_lead_and_the_tie_rule() {
+        // Disjoint intervals: the best leads outside them.
+        let apart = [
+            seeded("a", 0, 90.0, 0.5, 10e6),
+            seeded("b", 1, 85.0, 0.5, 5e6),
+        ];
+        let md = training_section(&apart).unwrap();
+        assert!(
+            md.contains("| a | 10.00 | NaN | 3 | 90.00 ± 0.50 | 89.50 ± 0.50 |"),
+            "{md}"
+        );
+        assert!(md.contains("trained with 3 seeds"), "{md}");
+        assert!(
+            md.contains("Chosen: `a` (90.00 ± 0.50% validation)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("lead over the runner-up `b` (85.00 ± 0.50%) is outside the intervals"),
+            "{md}"
+        );
+        // Overlapping intervals: the cheaper one is chosen, and the report says why.
+        let close = [
+            seeded("a", 0, 90.0, 2.0, 10e6),
+            seeded("b", 1, 89.0, 2.0, 5e6),
+        ];
+        let md = training_section(&close).unwrap();
+        assert!(
+            md.contains("Chosen: `b` (89.00 ± 2.00% validation)"),
+            "{md}"
+        );
+        assert!(md.contains("The best mean is `a` (90.00 ± 2.00%), but its interval overlaps the cheaper `b`'s, so the tie went to the cheaper."), "{md}");
+        assert!(md.contains("is NOT outside the intervals"), "{md}");
     }
 }

@@ -34,6 +34,7 @@ pub mod paper;
 pub mod pareto;
 pub mod results;
 pub mod space;
+pub mod stats;
 pub mod train;
 
 pub use budget::{Constraints, CountScope, Counting};

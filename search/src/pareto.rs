@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::evaluator::metric;
 use crate::results::{Record, Status};
+use crate::stats::MeanInterval;
 
 /// Whether an objective is minimised or maximised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,12 +68,18 @@ pub fn default_objectives(records: &[Record]) -> Vec<Objective> {
     out
 }
 
-/// The score a variant is chosen by: NASWOT if measured, else the
-/// published error, else none.
+/// The score a variant is chosen by: the trained validation accuracy if
+/// training ran (the test accuracy for results without a validation set),
+/// else NASWOT, else the published error, else none.
 pub fn primary_score(records: &[Record]) -> Option<Objective> {
     let has = |m: &str| records.iter().any(|r| r.metric(m).is_some());
     // A measured accuracy outranks a training-free guess, which outranks nothing.
-    if has(crate::train::train_metric::ACCURACY) {
+    if has(crate::train::train_metric::VAL_ACCURACY) {
+        Some(Objective::new(
+            crate::train::train_metric::VAL_ACCURACY,
+            Direction::Max,
+        ))
+    } else if has(crate::train::train_metric::ACCURACY) {
         Some(Objective::new(
             crate::train::train_metric::ACCURACY,
             Direction::Max,
@@ -122,36 +129,149 @@ pub fn pareto_front(records: &[Record], objectives: &[Objective]) -> Vec<usize> 
     front
 }
 
-/// The chosen variant: the feasible record with the best primary score
-/// (ties: lower cost, then lower index); without a score, the feasible
-/// record with the highest cost (the most capacity the budget affords).
+/// The chosen variant: see [`choice`].
 pub fn choose(records: &[Record]) -> Option<usize> {
+    choice(records).map(|c| c.chosen)
+}
+
+/// The rule [`choice`] follows for trained accuracy, in words for reports.
+pub const TRAINED_RULE: &str = "the feasible candidate with the best mean validation accuracy, unless a cheaper one (fewer multiply-adds) is tied with it: a candidate is tied when its 95% interval overlaps the best one's, or, without intervals (one seed), when its mean is equal; the cheapest tied candidate is chosen (then the lower index)";
+
+/// How the chosen variant was found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    /// The chosen record's index.
+    pub chosen: usize,
+    /// The score it was chosen by (none: the costliest feasible one).
+    pub score: Option<Objective>,
+    /// With a trained accuracy: the comparison with the runner-up.
+    pub trained: Option<TrainedChoice>,
+}
+
+/// The statistics behind a choice by trained accuracy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainedChoice {
+    /// The record with the best mean (ties: cheaper, then lower index).
+    pub best: usize,
+    /// The second best by mean, if any.
+    pub runner_up: Option<usize>,
+    /// Whether the best one's interval and the runner-up's are disjoint
+    /// (its lead is outside the intervals); `None` without a runner-up or
+    /// without intervals.
+    pub separated: Option<bool>,
+    /// The records tied with the best (itself included), best first.
+    pub tied: Vec<usize>,
+    /// Whether the records carry intervals (more than one seed).
+    pub intervals: bool,
+}
+
+/// The mean and interval of a metric of a record: the metric itself and
+/// `<metric>_ci95` (its half-width, written with two or more seeds).
+pub fn interval_of(r: &Record, metric: &str) -> Option<MeanInterval> {
+    let mean = r.metric(metric)?;
+    let half_width = r.metric(&format!("{metric}_ci95"));
+    let n = r
+        .metric(crate::train::train_metric::SEEDS)
+        .map_or(1, |n| n as usize);
+    Some(MeanInterval {
+        n,
+        mean,
+        sd: None,
+        half_width,
+    })
+}
+
+/// The chosen variant. With a trained accuracy ([`primary_score`]): the
+/// rule of [`TRAINED_RULE`]. With another score: the feasible record with
+/// the best score (ties: lower cost, then lower index). Without a score:
+/// the feasible record with the highest cost (the most capacity the budget
+/// affords).
+pub fn choice(records: &[Record]) -> Option<Choice> {
     let feasible = records
         .iter()
         .enumerate()
         .filter(|(_, r)| r.status == Status::Ok);
     let cost = |r: &Record| r.metric(metric::MFLOPS).unwrap_or(f64::INFINITY);
-    match primary_score(records) {
-        Some(score) => feasible
-            .filter_map(|(i, r)| r.metric(&score.metric).map(|s| (i, s)))
-            .min_by(|(i, s), (j, t)| {
-                let by_score = match score.direction {
-                    Direction::Max => t.total_cmp(s),
-                    Direction::Min => s.total_cmp(t),
-                };
-                by_score
-                    .then(cost(&records[*i]).total_cmp(&cost(&records[*j])))
-                    .then(records[*i].index.cmp(&records[*j].index))
-            })
-            .map(|(i, _)| i),
-        None => feasible
+    // Trained candidates are compared on multiply-adds, the cost the tie rule names.
+    let macs = |r: &Record| r.metric(metric::MACS).unwrap_or_else(|| cost(r));
+    let Some(score) = primary_score(records) else {
+        return feasible
             .max_by(|(i, a), (j, b)| {
                 cost(a)
                     .total_cmp(&cost(b))
                     .then(records[*j].index.cmp(&records[*i].index))
             })
-            .map(|(i, _)| i),
+            .map(|(i, _)| Choice {
+                chosen: i,
+                score: None,
+                trained: None,
+            });
+    };
+    let trained = score.metric == crate::train::train_metric::VAL_ACCURACY
+        || score.metric == crate::train::train_metric::ACCURACY;
+    let mut ranked: Vec<(usize, f64)> = feasible
+        .filter_map(|(i, r)| r.metric(&score.metric).map(|s| (i, s)))
+        .collect();
+    let tie_cost = |i: usize| {
+        if trained {
+            macs(&records[i])
+        } else {
+            cost(&records[i])
+        }
+    };
+    ranked.sort_by(|(i, s), (j, t)| {
+        let by_score = match score.direction {
+            Direction::Max => t.total_cmp(s),
+            Direction::Min => s.total_cmp(t),
+        };
+        by_score
+            .then(tie_cost(*i).total_cmp(&tie_cost(*j)))
+            .then(records[*i].index.cmp(&records[*j].index))
+    });
+    let &(best, _) = ranked.first()?;
+    if !trained {
+        return Some(Choice {
+            chosen: best,
+            score: Some(score),
+            trained: None,
+        });
     }
+    let iv = |i: usize| interval_of(&records[i], &score.metric);
+    let best_iv = iv(best)?;
+    let intervals = ranked
+        .iter()
+        .any(|&(i, _)| iv(i).is_some_and(|m| m.half_width.is_some()));
+    let tied: Vec<usize> = ranked
+        .iter()
+        .map(|&(i, _)| i)
+        .filter(|&i| iv(i).is_some_and(|m| m.overlaps(&best_iv)))
+        .collect();
+    let runner_up = ranked.get(1).map(|&(i, _)| i);
+    let separated = runner_up.and_then(|j| {
+        let other = iv(j)?;
+        (best_iv.half_width.is_some() && other.half_width.is_some())
+            .then(|| !best_iv.overlaps(&other))
+    });
+    let chosen = tied
+        .iter()
+        .copied()
+        .min_by(|&i, &j| {
+            tie_cost(i)
+                .total_cmp(&tie_cost(j))
+                .then(records[i].index.cmp(&records[j].index))
+        })
+        .unwrap_or(best);
+    Some(Choice {
+        chosen,
+        score: Some(score),
+        trained: Some(TrainedChoice {
+            best,
+            runner_up,
+            separated,
+            tied,
+            intervals,
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -199,5 +319,71 @@ mod tests {
             Some(Objective::new("latency_ms", Direction::Min))
         );
         assert_eq!(Objective::parse("latency_ms"), None);
+    }
+
+    /// A trained record: cost in MACs (and MFLOPs), mean validation
+    /// accuracy with its interval, NASWOT.
+    fn trained(index: u64, macs: f64, val: f64, ci: Option<f64>, naswot: f64) -> Record {
+        let mut r = record(index, macs / 1e6, naswot, Status::Ok);
+        r.metrics.insert(metric::MACS.into(), macs);
+        r.metrics.insert(VAL.into(), val);
+        r.metrics.insert(train_metric::ACCURACY.into(), val - 1.0);
+        if let Some(h) = ci {
+            r.metrics.insert(train_metric::VAL_ACCURACY_CI.into(), h);
+            r.metrics.insert(train_metric::SEEDS.into(), 3.0);
+        }
+        r
+    }
+
+    use crate::train::train_metric;
+    const VAL: &str = train_metric::VAL_ACCURACY;
+
+    #[test]
+    fn the_chooser_prefers_trained_accuracy_over_the_proxy() {
+        // NASWOT would pick 1; validation accuracy picks 0.
+        let records = vec![
+            trained(0, 20e6, 91.0, Some(0.2), 1.0),
+            trained(1, 30e6, 88.0, Some(0.2), 9.0),
+        ];
+        assert_eq!(primary_score(&records).unwrap().metric, VAL);
+        let c = choice(&records).unwrap();
+        assert_eq!(c.chosen, 0);
+        let t = c.trained.unwrap();
+        assert_eq!((t.best, t.runner_up, t.separated), (0, Some(1), Some(true)));
+        assert!(t.intervals);
+        // Without any training the proxy chooses.
+        let proxy_only = vec![
+            record(0, 20.0, 1.0, Status::Ok),
+            record(1, 30.0, 9.0, Status::Ok),
+        ];
+        assert_eq!(choose(&proxy_only), Some(1));
+    }
+
+    #[test]
+    fn a_tie_goes_to_the_cheaper() {
+        // 1 has the best mean but its interval overlaps 0's, which is cheaper.
+        let records = vec![
+            trained(0, 20e6, 90.5, Some(0.6), 0.0),
+            trained(1, 40e6, 91.0, Some(0.6), 0.0),
+            trained(2, 10e6, 80.0, Some(0.6), 0.0),
+        ];
+        let c = choice(&records).unwrap();
+        let t = c.trained.unwrap();
+        assert_eq!((c.chosen, t.best, t.runner_up), (0, 1, Some(0)));
+        assert_eq!(t.separated, Some(false));
+        assert_eq!(t.tied, vec![1, 0]);
+        // One seed: no intervals, only equal means tie.
+        let one = vec![
+            trained(0, 40e6, 91.0, None, 0.0),
+            trained(1, 20e6, 91.0, None, 0.0),
+            trained(2, 10e6, 90.9, None, 0.0),
+        ];
+        let c = choice(&one).unwrap();
+        let t = c.trained.unwrap();
+        assert_eq!(
+            (c.chosen, t.best, t.separated, t.intervals),
+            (1, 1, None, false)
+        );
+        assert_eq!(t.tied, vec![1, 0]);
     }
 }

@@ -10,21 +10,49 @@
 //! shared by every candidate. A candidate with `shuffle=false` is also
 //! trained with `shuffle=true` (same seed and widths), so a search run with
 //! `--set shuffle=false` measures the paper's Table 3 ablation by itself.
+//!
+//! A fixed share of the training set is held out as a validation set
+//! (stratified, chosen by the search's seed, the same for every candidate):
+//! the chooser reads the validation accuracy; the test accuracy is only
+//! reported. With `seeds: N` each candidate is trained N times, with seeds
+//! `seed, seed + 1, ..., seed + N - 1` (weights, shuffles, augmentation);
+//! every seed's accuracies are kept in the record, and the headline metrics
+//! are their means with a Student-t 95% interval.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use shufflekit_train::data::{DataSource, Split};
 use shufflekit_train::proxy::proxy_overrides;
-use shufflekit_train::{TrainConfig, TrainError, Trainer};
+use shufflekit_train::{EpochStats, TrainConfig, TrainError, Trainer};
 
 use crate::error::{EvaluatorError, SearchError};
 use crate::evaluator::{EvalContext, Evaluator, Metrics};
+use crate::stats::MeanInterval;
 
 /// Names of the metrics and notes the `train` evaluator writes.
 pub mod train_metric {
-    /// Test accuracy in percent after the last epoch (higher is better).
+    /// Test accuracy in percent after the last epoch, mean over the seeds
+    /// (reported, not used to choose).
     pub const ACCURACY: &str = "train_accuracy";
+    /// Half-width of the 95% Student-t interval of [`ACCURACY`] (absent
+    /// with one seed).
+    pub const ACCURACY_CI: &str = "train_accuracy_ci95";
+    /// Validation accuracy in percent after the last epoch, mean over the
+    /// seeds: what the chooser reads.
+    pub const VAL_ACCURACY: &str = "train_val_accuracy";
+    /// Half-width of the 95% interval of [`VAL_ACCURACY`] (absent with one
+    /// seed).
+    pub const VAL_ACCURACY_CI: &str = "train_val_accuracy_ci95";
+    /// Prefix of each seed's test accuracy (`train_accuracy_seed1`...,
+    /// 1-based in the order of the seeds).
+    pub const SEED_PREFIX: &str = "train_accuracy_seed";
+    /// Prefix of each seed's validation accuracy.
+    pub const VAL_SEED_PREFIX: &str = "train_val_accuracy_seed";
+    /// Number of seeds each candidate was trained with.
+    pub const SEEDS: &str = "train_seeds";
+    /// Note: the seeds, comma-separated.
+    pub const SEED_LIST: &str = "train_seed_list";
     /// Test error in percent (`100 - accuracy`).
     pub const ERROR: &str = "train_error";
     /// Mean training loss of the last epoch.
@@ -36,10 +64,12 @@ pub mod train_metric {
     /// Multiply-adds (millions) of the trained network at the dataset's
     /// input size.
     pub const PROXY_MFLOPS: &str = "train_proxy_mflops";
-    /// Prefix of the per-epoch test accuracies (`train_accuracy_epoch1`...).
+    /// Prefix of the per-epoch test accuracies (`train_accuracy_epoch1`...,
+    /// means over the seeds).
     pub const EPOCH_PREFIX: &str = "train_accuracy_epoch";
     /// Test accuracy of the same candidate with `shuffle=true`, measured
-    /// alongside a `shuffle=false` candidate (the ablation's other column).
+    /// alongside a `shuffle=false` candidate (the ablation's other column;
+    /// mean over the same seeds).
     pub const ACCURACY_SHUFFLED: &str = "train_accuracy_with_shuffle";
     /// Test error of the same candidate with `shuffle=true`.
     pub const ERROR_SHUFFLED: &str = "train_error_with_shuffle";
@@ -60,7 +90,14 @@ pub struct TrainEvalOptions {
     pub batch: usize,
     /// Peak learning rate (linear decay to 0, weight decay 4e-5).
     pub lr: f64,
+    /// Trainings per candidate, with seeds `seed..seed + seeds`.
+    pub seeds: usize,
+    /// Share of the training set held out for validation (per class).
+    pub validation: f64,
 }
+
+/// The most seeds a search may ask for per candidate.
+pub const MAX_SEEDS: usize = 1000;
 
 impl Default for TrainEvalOptions {
     fn default() -> Self {
@@ -69,6 +106,8 @@ impl Default for TrainEvalOptions {
             epochs: 3,
             batch: 64,
             lr: 0.1,
+            seeds: 1,
+            validation: 0.1,
         }
     }
 }
@@ -80,12 +119,23 @@ pub struct TrainEvaluator {
 }
 
 impl TrainEvaluator {
-    /// Loads the dataset (once for the whole search).
-    pub fn new(options: TrainEvalOptions) -> Result<Self, SearchError> {
+    /// Loads the dataset (once for the whole search) and holds out the
+    /// validation set with `seed` (the search's).
+    pub fn new(options: TrainEvalOptions, seed: u64) -> Result<Self, SearchError> {
         config(&options, 0)
             .check()
             .map_err(SearchError::TrainSettings)?;
-        let split = options.data.load().map_err(SearchError::TrainData)?;
+        if !(1..=MAX_SEEDS).contains(&options.seeds) {
+            return Err(SearchError::TrainSettings(TrainError::Config(format!(
+                "--seeds must be in 1..={MAX_SEEDS}, not {}",
+                options.seeds
+            ))));
+        }
+        let split = options
+            .data
+            .load()
+            .and_then(|s| s.hold_out(options.validation, seed))
+            .map_err(SearchError::TrainData)?;
         Ok(TrainEvaluator {
             options,
             split: Arc::new(split),
@@ -99,6 +149,36 @@ impl TrainEvaluator {
         trainer.fit(&self.split, &mut |_| {}, &mut |_| Ok(true))?;
         Ok(trainer)
     }
+
+    /// The seeds of a candidate: `base, base + 1, ...`.
+    fn seeds(&self, base: u64) -> Vec<u64> {
+        (0..self.options.seeds as u64)
+            .map(|k| base.wrapping_add(k))
+            .collect()
+    }
+
+    /// Trains `graph` once per seed and returns each run's history.
+    fn train_seeds(
+        &self,
+        graph: &shufflekit_ir::Graph,
+        base: u64,
+    ) -> Result<Vec<Vec<EpochStats>>, TrainError> {
+        self.seeds(base)
+            .into_iter()
+            .map(|seed| Ok(self.train_once(graph, seed)?.history().epochs.clone()))
+            .collect()
+    }
+}
+
+/// The mean and interval of one number of each run's last epoch.
+fn last_of(
+    runs: &[Vec<EpochStats>],
+    pick: impl Fn(&EpochStats) -> Option<f64>,
+) -> Option<(Vec<f64>, MeanInterval)> {
+    let values: Option<Vec<f64>> = runs.iter().map(|h| h.last().and_then(&pick)).collect();
+    let values = values?;
+    let m = MeanInterval::of(&values)?;
+    Some((values, m))
 }
 
 /// The training settings of one candidate.
@@ -120,12 +200,20 @@ impl Evaluator for TrainEvaluator {
     fn description(&self) -> String {
         let o = &self.options;
         let [c, h, w] = self.split.shape();
+        let seeds = match o.seeds {
+            1 => "one seed (the search's)".to_string(),
+            n => format!(
+                "{n} seeds (the search's seed and the {} after it; mean ± 95% Student-t interval)",
+                n - 1
+            ),
+        };
         format!(
-            "test accuracy after training each candidate for {} epoch(s) on `{}` ({}; {} training / {} test images of {c}x{h}x{w}, {} classes): SGD momentum 0.9, weight decay 4e-5, lr {} decaying linearly to 0, batch {}, seed of the search; the network is rebuilt at the dataset's input (resolution, channels, classes, small_input) while budget and MFLOPs are counted at the spec's deployment input (shufflekit_train)",
+            "validation and test accuracy after training each candidate for {} epoch(s) on `{}` ({}; {} training / {} validation / {} test images of {c}x{h}x{w}, {} classes) with {seeds}: SGD momentum 0.9, weight decay 4e-5, lr {} decaying linearly to 0, batch {}; the validation accuracy chooses, the test accuracy is only reported; the network is rebuilt at the dataset's input (resolution, channels, classes, small_input) while budget and MFLOPs are counted at the spec's deployment input (shufflekit_train)",
             o.epochs,
             o.data.describe(),
             self.split.source,
             self.split.train.len(),
+            self.split.validation.as_ref().map_or(0, |v| v.len()),
             self.split.test.len(),
             self.split.classes(),
             o.lr,
@@ -145,29 +233,54 @@ impl Evaluator for TrainEvaluator {
             )
         })?;
         let start = Instant::now();
-        let trainer = self.train_once(&graph, ctx.seed).map_err(failed)?;
-        let seconds = start.elapsed().as_secs_f64();
-        let history = &trainer.history().epochs;
-        let last = history
-            .last()
+        let runs = self.train_seeds(&graph, ctx.seed).map_err(failed)?;
+        let (tests, test) = last_of(&runs, |s| Some(s.test_accuracy))
             .ok_or_else(|| err("no epoch was run".into()))?;
         let proxy_cost = shufflekit_ir::cost::count(&graph, ctx.cost.convention);
         let mut m = Metrics::default();
-        m.set(train_metric::ACCURACY, last.test_accuracy);
-        m.set(train_metric::ERROR, 100.0 - last.test_accuracy);
-        m.set(train_metric::LOSS, last.train_loss);
-        m.set(train_metric::TEST_LOSS, last.test_loss);
-        m.set(
-            train_metric::SECONDS,
-            start.elapsed().as_secs_f64().max(seconds),
-        );
+        m.set(train_metric::ACCURACY, test.mean);
+        m.set(train_metric::ERROR, 100.0 - test.mean);
+        if let Some(h) = test.half_width {
+            m.set(train_metric::ACCURACY_CI, h);
+        }
+        for (k, v) in tests.iter().enumerate() {
+            m.set(&format!("{}{}", train_metric::SEED_PREFIX, k + 1), *v);
+        }
+        if let Some((vals, val)) = last_of(&runs, |s| s.val_accuracy) {
+            m.set(train_metric::VAL_ACCURACY, val.mean);
+            if let Some(h) = val.half_width {
+                m.set(train_metric::VAL_ACCURACY_CI, h);
+            }
+            for (k, v) in vals.iter().enumerate() {
+                m.set(&format!("{}{}", train_metric::VAL_SEED_PREFIX, k + 1), *v);
+            }
+        }
+        m.set(train_metric::SEEDS, runs.len() as f64);
+        let mean_last = |pick: fn(&EpochStats) -> f64| {
+            runs.iter().filter_map(|h| h.last().map(pick)).sum::<f64>() / runs.len() as f64
+        };
+        m.set(train_metric::LOSS, mean_last(|s| s.train_loss));
+        m.set(train_metric::TEST_LOSS, mean_last(|s| s.test_loss));
+        m.set(train_metric::SECONDS, start.elapsed().as_secs_f64());
         m.set(train_metric::PROXY_MFLOPS, proxy_cost.macs as f64 / 1e6);
-        for s in history {
+        for (e, first) in runs[0].iter().enumerate() {
+            let at: Vec<f64> = runs
+                .iter()
+                .filter_map(|h| h.get(e).map(|s| s.test_accuracy))
+                .collect();
             m.set(
-                &format!("{}{}", train_metric::EPOCH_PREFIX, s.epoch),
-                s.test_accuracy,
+                &format!("{}{}", train_metric::EPOCH_PREFIX, first.epoch),
+                at.iter().sum::<f64>() / at.len() as f64,
             );
         }
+        m.note(
+            train_metric::SEED_LIST,
+            self.seeds(ctx.seed)
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         // The shuffle ablation: a `shuffle=false` candidate is also trained
         // with `shuffle=true` (same seed), unless both build the same
         // network (one group has no shuffle).
@@ -194,14 +307,13 @@ impl Evaluator for TrainEvaluator {
             })?;
             let dump = |g: &shufflekit_ir::Graph| shufflekit_ir::text::dump(g, Default::default());
             let acc = if dump(&shuffled) == dump(&graph) {
-                last.test_accuracy
+                test.mean
             } else {
-                let t = self.train_once(&shuffled, ctx.seed).map_err(failed)?;
-                t.history()
-                    .epochs
-                    .last()
-                    .map(|s| s.test_accuracy)
+                let runs = self.train_seeds(&shuffled, ctx.seed).map_err(failed)?;
+                last_of(&runs, |s| Some(s.test_accuracy))
                     .ok_or_else(|| err("no epoch was run".into()))?
+                    .1
+                    .mean
             };
             m.set(train_metric::ACCURACY_SHUFFLED, acc);
             m.set(train_metric::ERROR_SHUFFLED, 100.0 - acc);
@@ -233,57 +345,4 @@ impl Evaluator for TrainEvaluator {
     }
 }
 
-/// Spearman's rank correlation of paired values (average ranks for ties);
-/// `None` with fewer than 3 pairs or a constant side.
-pub fn spearman(pairs: &[(f64, f64)]) -> Option<f64> {
-    if pairs.len() < 3 {
-        return None;
-    }
-    let ranks = |vals: Vec<f64>| -> Vec<f64> {
-        let mut idx: Vec<usize> = (0..vals.len()).collect();
-        idx.sort_by(|&a, &b| vals[a].total_cmp(&vals[b]));
-        let mut r = vec![0.0; vals.len()];
-        let mut i = 0;
-        while i < idx.len() {
-            let mut j = i;
-            while j + 1 < idx.len() && vals[idx[j + 1]] == vals[idx[i]] {
-                j += 1;
-            }
-            let avg = (i + j) as f64 / 2.0 + 1.0;
-            for &k in &idx[i..=j] {
-                r[k] = avg;
-            }
-            i = j + 1;
-        }
-        r
-    };
-    let a = ranks(pairs.iter().map(|p| p.0).collect());
-    let b = ranks(pairs.iter().map(|p| p.1).collect());
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let cov: f64 = a.iter().zip(&b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spearman_of_known_rankings() {
-        let up = [(1.0, 10.0), (2.0, 20.0), (3.0, 25.0), (4.0, 40.0)];
-        assert!((spearman(&up).unwrap() - 1.0).abs() < 1e-12);
-        let down = [(1.0, 4.0), (2.0, 3.0), (3.0, 2.0), (4.0, 1.0)];
-        assert!((spearman(&down).unwrap() + 1.0).abs() < 1e-12);
-        // scipy.stats.spearmanr([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) = 0.8
-        let mixed = [(1.0, 2.0), (2.0, 1.0), (3.0, 4.0), (4.0, 3.0), (5.0, 5.0)];
-        assert!((spearman(&mixed).unwrap() - 0.8).abs() < 1e-12);
-        // Ties: spearmanr([1, 2, 2, 3], [1, 2, 3, 4]) = 0.9486832980505138
-        let ties = [(1.0, 1.0), (2.0, 2.0), (2.0, 3.0), (3.0, 4.0)];
-        assert!((spearman(&ties).unwrap() - 0.9486832980505138).abs() < 1e-12);
-        assert!(spearman(&up[..2]).is_none());
-        assert!(spearman(&[(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)]).is_none());
-    }
-}
+pub use crate::stats::spearman;

@@ -1,6 +1,8 @@
-//! Datasets: the MNIST sample shipped in the repository, IDX files (MNIST,
-//! Fashion-MNIST; gzipped or not), CIFAR-10/100 binary batches and image
-//! folders; train/test splits, normalisation and augmentation.
+//! Datasets: the MNIST and Fashion-MNIST samples shipped in the repository,
+//! the Fashion-MNIST files of Debian's `dataset-fashion-mnist` package, IDX
+//! files (MNIST, Fashion-MNIST; gzipped or not), CIFAR-10/100 binary
+//! batches and image folders; train/validation/test splits, normalisation
+//! and augmentation.
 //!
 //! Images are kept as bytes (`[N, C, H, W]`, 0..=255) and turned into
 //! normalised `f32` batches on demand: `(v / 255 - mean[c]) / std[c]` with
@@ -34,6 +36,64 @@ pub const MNIST_SAMPLE_GZ: &[u8] = include_bytes!("../../data/mnist_5k.csv.gz");
 /// Images per class in the training split of the MNIST sample (the other
 /// 100 of each class are the test split: 4,000 / 1,000).
 pub const MNIST_SAMPLE_TRAIN_PER_CLASS: usize = 400;
+
+/// The Fashion-MNIST sample (see `data/README.md`): per class, the first
+/// 1,000 training and the first 200 test images of the official files, in
+/// file order (10,000 / 2,000), as gzipped IDX files.
+pub const FASHION_SAMPLE: [(&str, &[u8]); 4] = [
+    (
+        "data/fashion-sample/train-images-idx3-ubyte.gz",
+        include_bytes!("../../data/fashion-sample/train-images-idx3-ubyte.gz"),
+    ),
+    (
+        "data/fashion-sample/train-labels-idx1-ubyte.gz",
+        include_bytes!("../../data/fashion-sample/train-labels-idx1-ubyte.gz"),
+    ),
+    (
+        "data/fashion-sample/t10k-images-idx3-ubyte.gz",
+        include_bytes!("../../data/fashion-sample/t10k-images-idx3-ubyte.gz"),
+    ),
+    (
+        "data/fashion-sample/t10k-labels-idx1-ubyte.gz",
+        include_bytes!("../../data/fashion-sample/t10k-labels-idx1-ubyte.gz"),
+    ),
+];
+
+/// Training images per class in the Fashion-MNIST sample.
+pub const FASHION_SAMPLE_TRAIN_PER_CLASS: usize = 1000;
+
+/// Test images per class in the Fashion-MNIST sample.
+pub const FASHION_SAMPLE_TEST_PER_CLASS: usize = 200;
+
+/// Where Debian's `dataset-fashion-mnist` package installs the files.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The environment variable that points `--data fashion-mnist` at another
+/// directory holding the four files.
+pub const FASHION_MNIST_ENV: &str = "SHUFFLEKIT_FASHION_MNIST";
+
+/// The four files of Fashion-MNIST (and MNIST), as the package names them:
+/// training images and labels, test images and labels.
+pub const IDX_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+];
+
+/// The Fashion-MNIST classes, by label.
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 
 /// Why a dataset could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +147,28 @@ pub enum DataError {
         /// The file it was compared with.
         other: PathBuf,
         /// What differs.
+        message: String,
+    },
+    /// A dataset that comes from a Debian package is not installed.
+    #[error("`{}` is missing: {dataset} is not installed (`apt-get install {package}`, or set {env} to a directory holding {files})", path.display())]
+    NotInstalled {
+        /// The first missing file.
+        path: PathBuf,
+        /// The dataset.
+        dataset: &'static str,
+        /// The Debian package that ships it.
+        package: &'static str,
+        /// The environment variable that overrides the directory.
+        env: &'static str,
+        /// The files the directory must hold.
+        files: String,
+    },
+    /// A validation set cannot be held out.
+    #[error("cannot hold out a validation set of `{data}`: {message}")]
+    Validation {
+        /// The dataset.
+        data: String,
+        /// Why.
         message: String,
     },
     /// The path holds no dataset this loader recognises.
@@ -186,6 +268,9 @@ pub struct Split {
     pub source: String,
     /// The training images.
     pub train: Dataset,
+    /// Images held out from the training set to choose between networks
+    /// ([`Split::hold_out`]); the test set is then only reported.
+    pub validation: Option<Dataset>,
     /// The test images.
     pub test: Dataset,
     /// Per-channel mean of the training pixels (in [0, 1]).
@@ -221,10 +306,74 @@ impl Split {
             name,
             source,
             train,
+            validation: None,
             test,
             mean,
             std,
         }
+    }
+
+    /// Moves a stratified `fraction` of the training set into a
+    /// validation set: per class, the images are shuffled with a stream of
+    /// `seed` and the first `round(fraction * count)` of them (at least one
+    /// when the class has two or more) are held out, in their original
+    /// order. The normalisation is recomputed from the images left. A split
+    /// that already has a validation set is returned as it is; `fraction`
+    /// must be in `[0, 1)` (0: no validation set).
+    pub fn hold_out(self, fraction: f64, seed: u64) -> Result<Split, DataError> {
+        if self.validation.is_some() || fraction == 0.0 {
+            return Ok(self);
+        }
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(DataError::Validation {
+                data: self.name.clone(),
+                message: format!("the validation fraction must be in [0, 1), not {fraction}"),
+            });
+        }
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.train.classes.max(1)];
+        for (i, &l) in self.train.labels.iter().enumerate() {
+            if let Some(v) = by_class.get_mut(l as usize) {
+                v.push(i);
+            }
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // A stream of its own: the validation set does not move when the
+        // shuffles of training (streams keyed by epoch) change.
+        rng.set_stream(u64::MAX);
+        let mut held = vec![false; self.train.len()];
+        for members in &mut by_class {
+            let mut order = members.clone();
+            order.shuffle(&mut rng);
+            let k = (fraction * members.len() as f64).round() as usize;
+            let k = if members.len() >= 2 { k.max(1) } else { 0 };
+            for &i in order.iter().take(k.min(members.len().saturating_sub(1))) {
+                held[i] = true;
+            }
+        }
+        let (val, train): (Vec<usize>, Vec<usize>) = (0..self.train.len()).partition(|&i| held[i]);
+        if val.is_empty() {
+            return Err(DataError::Validation {
+                data: self.name.clone(),
+                message: format!(
+                    "{} training images leave none for a validation set",
+                    self.train.len()
+                ),
+            });
+        }
+        let validation = self.train.subset(&val);
+        let mut split = Split::new(
+            self.name,
+            format!(
+                "{}; validation: {} of the training images held out ({:.0}% per class, seed {seed})",
+                self.source,
+                val.len(),
+                fraction * 100.0
+            ),
+            self.train.subset(&train),
+            self.test,
+        );
+        split.validation = Some(validation);
+        Ok(split)
     }
 
     /// Image shape `[C, H, W]`.
@@ -294,17 +443,25 @@ impl Split {
 pub enum DataSource {
     /// The MNIST sample compiled into the binary (`--data mnist-sample`).
     MnistSample,
+    /// The Fashion-MNIST sample compiled into the binary
+    /// (`--data fashion-sample`).
+    FashionSample,
+    /// Fashion-MNIST as Debian's `dataset-fashion-mnist` installs it
+    /// (`--data fashion-mnist`; `$SHUFFLEKIT_FASHION_MNIST` overrides the
+    /// directory).
+    FashionMnist,
     /// A directory in one of the recognised layouts.
     Path(PathBuf),
 }
 
 impl DataSource {
-    /// `mnist-sample` or a path.
+    /// `mnist-sample`, `fashion-sample`, `fashion-mnist` or a path.
     pub fn parse(text: &str) -> DataSource {
-        if text == "mnist-sample" {
-            DataSource::MnistSample
-        } else {
-            DataSource::Path(PathBuf::from(text))
+        match text {
+            "mnist-sample" => DataSource::MnistSample,
+            "fashion-sample" => DataSource::FashionSample,
+            "fashion-mnist" => DataSource::FashionMnist,
+            _ => DataSource::Path(PathBuf::from(text)),
         }
     }
 
@@ -312,6 +469,8 @@ impl DataSource {
     pub fn describe(&self) -> String {
         match self {
             DataSource::MnistSample => "mnist-sample".into(),
+            DataSource::FashionSample => "fashion-sample".into(),
+            DataSource::FashionMnist => "fashion-mnist".into(),
             DataSource::Path(p) => p.display().to_string(),
         }
     }
@@ -320,9 +479,153 @@ impl DataSource {
     pub fn load(&self) -> Result<Split, DataError> {
         match self {
             DataSource::MnistSample => mnist_sample(),
+            DataSource::FashionSample => fashion_sample(),
+            DataSource::FashionMnist => fashion_mnist(&fashion_mnist_dir()),
             DataSource::Path(p) => load_dir(p),
         }
     }
+}
+
+/// The directory `--data fashion-mnist` reads: `$SHUFFLEKIT_FASHION_MNIST`
+/// when set and not empty, else the Debian package's.
+pub fn fashion_mnist_dir() -> PathBuf {
+    match std::env::var_os(FASHION_MNIST_ENV) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(FASHION_MNIST_DIR),
+    }
+}
+
+/// Full Fashion-MNIST (60,000 training and 10,000 test images of 10
+/// classes) from a directory holding the four gzipped IDX files
+/// ([`IDX_FILES`]). A missing file gives [`DataError::NotInstalled`], which
+/// names the `apt-get install` command.
+pub fn fashion_mnist(dir: &Path) -> Result<Split, DataError> {
+    let paths: Vec<PathBuf> = IDX_FILES.iter().map(|f| dir.join(f)).collect();
+    if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
+        return Err(DataError::NotInstalled {
+            path: missing.clone(),
+            dataset: "Fashion-MNIST",
+            package: "dataset-fashion-mnist",
+            env: FASHION_MNIST_ENV,
+            files: IDX_FILES.join(", "),
+        });
+    }
+    let train = load_idx_classes(&paths[0], &paths[1], Some(10))?;
+    let test = load_idx_classes(&paths[2], &paths[3], Some(10))?;
+    idx_split(
+        "fashion-mnist".into(),
+        format!(
+            "Fashion-MNIST (Zalando Research, MIT licence) in {}",
+            dir.display()
+        ),
+        train,
+        test,
+        &paths[0],
+        &paths[2],
+    )
+}
+
+/// The Fashion-MNIST sample compiled into the binary (see
+/// [`FASHION_SAMPLE`]): 10,000 training and 2,000 test images, balanced.
+pub fn fashion_sample() -> Result<Split, DataError> {
+    let [ti, tl, vi, vl] = FASHION_SAMPLE.map(|(path, bytes)| (Path::new(path), bytes));
+    let load = |(ip, ib): (&Path, &[u8]), (lp, lb): (&Path, &[u8])| {
+        parse_idx(
+            &gunzip_if_needed(ib.to_vec(), ip)?,
+            ip,
+            &gunzip_if_needed(lb.to_vec(), lp)?,
+            lp,
+            Some(10),
+        )
+    };
+    let train = load(ti, tl)?;
+    let test = load(vi, vl)?;
+    idx_split(
+        "fashion-sample".into(),
+        format!(
+            "Fashion-MNIST sample (Zalando Research, MIT licence; data/fashion-sample): per class the first {FASHION_SAMPLE_TRAIN_PER_CLASS} training and {FASHION_SAMPLE_TEST_PER_CLASS} test images of the official files"
+        ),
+        train,
+        test,
+        ti.0,
+        vi.0,
+    )
+}
+
+/// A split of two IDX sets that must have the same image shape.
+fn idx_split(
+    name: String,
+    source: String,
+    mut train: Dataset,
+    mut test: Dataset,
+    train_images: &Path,
+    test_images: &Path,
+) -> Result<Split, DataError> {
+    if train.shape != test.shape {
+        return Err(DataError::Mismatch {
+            path: test_images.to_path_buf(),
+            other: train_images.to_path_buf(),
+            message: format!(
+                "test images are {:?}, training images {:?}",
+                test.shape, train.shape
+            ),
+        });
+    }
+    let classes = train.classes.max(test.classes);
+    train.classes = classes;
+    test.classes = classes;
+    Ok(Split::new(name, source, train, test))
+}
+
+/// Writes a dataset as a gzipped IDX pair (images `0x00000803`, labels
+/// `0x00000801`), byte for byte the same for the same images: the gzip
+/// header has no time stamp and no file name. Used by the
+/// `make_fashion_sample` example that makes `data/fashion-sample`.
+pub fn idx_gz(set: &Dataset) -> Result<(Vec<u8>, Vec<u8>), std::io::Error> {
+    use std::io::Write as _;
+    let [c, h, w] = set.shape;
+    if c != 1 {
+        return Err(std::io::Error::other("IDX image files hold one channel"));
+    }
+    let too_big = || std::io::Error::other("too many images for an IDX header");
+    let n = u32::try_from(set.len()).map_err(|_| too_big())?;
+    let (h32, w32) = (
+        u32::try_from(h).map_err(|_| too_big())?,
+        u32::try_from(w).map_err(|_| too_big())?,
+    );
+    let gz = |header: &[u32], body: &[u8]| -> Result<Vec<u8>, std::io::Error> {
+        let mut e = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::best());
+        for v in header {
+            e.write_all(&v.to_be_bytes())?;
+        }
+        e.write_all(body)?;
+        e.finish()
+    };
+    let labels: Vec<u8> = set
+        .labels
+        .iter()
+        .map(|&l| u8::try_from(l).map_err(|_| std::io::Error::other("a label above 255")))
+        .collect::<Result<_, _>>()?;
+    Ok((
+        gz(&[0x0000_0803, n, h32, w32], &set.pixels)?,
+        gz(&[0x0000_0801, n], &labels)?,
+    ))
+}
+
+/// The Fashion-MNIST sample's rule: per class, the first `per_class`
+/// images of `set` in file order (all of a class that has fewer).
+pub fn first_per_class(set: &Dataset, per_class: usize) -> Dataset {
+    let mut seen = vec![0usize; set.classes.max(1)];
+    let keep: Vec<usize> = (0..set.len())
+        .filter(|&i| {
+            let k = &mut seen[set.labels[i] as usize];
+            *k += 1;
+            *k <= per_class
+        })
+        .collect();
+    set.subset(&keep)
 }
 
 /// The MNIST sample with its fixed split: per class, the first 400 images
@@ -428,31 +731,52 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
 }
 
 /// Reads an IDX pair: images (`0x00000803`, `[N, H, W]` unsigned bytes)
-/// and labels (`0x00000801`, `[N]`). Files may be gzipped.
+/// and labels (`0x00000801`, `[N]`). Files may be gzipped. The number of
+/// classes is one more than the largest label.
 pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
-    let ib = read(images)?;
-    let lb = read(labels)?;
+    load_idx_classes(images, labels, None)
+}
+
+/// [`load_idx`] for a dataset with a known number of classes: a label at
+/// or above it makes the label file corrupt.
+pub fn load_idx_classes(
+    images: &Path,
+    labels: &Path,
+    classes: Option<usize>,
+) -> Result<Dataset, DataError> {
+    parse_idx(&read(images)?, images, &read(labels)?, labels, classes)
+}
+
+/// Parses the (decompressed) bytes of an IDX pair; the paths name the
+/// files in errors.
+pub fn parse_idx(
+    ib: &[u8],
+    images: &Path,
+    lb: &[u8],
+    labels: &Path,
+    classes: Option<usize>,
+) -> Result<Dataset, DataError> {
     let corrupt = |path: &Path, message: String| DataError::Corrupt {
         path: path.to_path_buf(),
         message,
     };
-    if ib.len() < 16 || be_u32(&ib, 0) != 0x0000_0803 {
+    if ib.len() < 16 || be_u32(ib, 0) != 0x0000_0803 {
         return Err(corrupt(
             images,
             "not an IDX image file (expected magic 0x00000803: unsigned bytes, 3 dimensions)"
                 .into(),
         ));
     }
-    if lb.len() < 8 || be_u32(&lb, 0) != 0x0000_0801 {
+    if lb.len() < 8 || be_u32(lb, 0) != 0x0000_0801 {
         return Err(corrupt(
             labels,
             "not an IDX label file (expected magic 0x00000801: unsigned bytes, 1 dimension)".into(),
         ));
     }
     let (n, h, w) = (
-        be_u32(&ib, 4) as usize,
-        be_u32(&ib, 8) as usize,
-        be_u32(&ib, 12) as usize,
+        be_u32(ib, 4) as usize,
+        be_u32(ib, 8) as usize,
+        be_u32(ib, 12) as usize,
     );
     let need = n
         .checked_mul(h)
@@ -467,7 +791,10 @@ pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
             ),
         ));
     }
-    let nl = be_u32(&lb, 4) as usize;
+    if n == 0 {
+        return Err(corrupt(images, "the header says 0 images".into()));
+    }
+    let nl = be_u32(lb, 4) as usize;
     if lb.len() - 8 != nl {
         return Err(corrupt(
             labels,
@@ -485,7 +812,19 @@ pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
         });
     }
     let labels_v: Vec<u32> = lb[8..].iter().map(|&v| u32::from(v)).collect();
-    let classes = labels_v.iter().max().map_or(0, |&m| m as usize + 1);
+    let max = labels_v.iter().max().map_or(0, |&m| m as usize);
+    let classes = match classes {
+        Some(c) => {
+            if let Some(i) = labels_v.iter().position(|&l| l as usize >= c) {
+                return Err(corrupt(
+                    labels,
+                    format!("label {} of image {i} is not below {c}", labels_v[i]),
+                ));
+            }
+            c
+        }
+        None => max + 1,
+    };
     Ok(Dataset {
         shape: [1, h, w],
         pixels: ib[16..].to_vec(),
@@ -551,7 +890,7 @@ pub fn load_dir(dir: &Path) -> Result<Split, DataError> {
     if !dir.is_dir() {
         return Err(DataError::Unrecognised {
             path: dir.to_path_buf(),
-            message: "no such directory (use `mnist-sample` or a dataset directory)".into(),
+            message: "no such directory (use `mnist-sample`, `fashion-sample`, `fashion-mnist` or a dataset directory)".into(),
         });
     }
     let idx = |a: &str, b: &str| Some((find_gz(dir, a)?, find_gz(dir, b)?));
@@ -559,27 +898,16 @@ pub fn load_dir(dir: &Path) -> Result<Split, DataError> {
         idx("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
         idx("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
     ) {
-        let mut train = load_idx(&ti, &tl)?;
-        let mut test = load_idx(&vi, &vl)?;
-        if train.shape != test.shape {
-            return Err(DataError::Mismatch {
-                path: vi,
-                other: ti,
-                message: format!(
-                    "test images are {:?}, training images {:?}",
-                    test.shape, train.shape
-                ),
-            });
-        }
-        let classes = train.classes.max(test.classes);
-        train.classes = classes;
-        test.classes = classes;
-        return Ok(Split::new(
+        let train = load_idx(&ti, &tl)?;
+        let test = load_idx(&vi, &vl)?;
+        return idx_split(
             name,
             format!("IDX files in {}", dir.display()),
             train,
             test,
-        ));
+            &ti,
+            &vi,
+        );
     }
     if dir.join("data_batch_1.bin").is_file() {
         let train: Vec<PathBuf> = (1..=5)

@@ -112,6 +112,14 @@ pub struct EpochStats {
     /// Training accuracy in percent, counted on the minibatches as they
     /// were trained (training-mode batch norm).
     pub train_accuracy: f64,
+    /// Mean validation loss (inference mode), when the split holds out a
+    /// validation set.
+    #[serde(default)]
+    pub val_loss: Option<f64>,
+    /// Validation accuracy in percent (inference mode): what choosing
+    /// between networks reads.
+    #[serde(default)]
+    pub val_accuracy: Option<f64>,
     /// Mean test loss (inference mode).
     pub test_loss: f64,
     /// Test accuracy in percent (inference mode).
@@ -145,7 +153,7 @@ pub enum Event {
         /// The minibatch's loss.
         loss: f64,
     },
-    /// The test set is being measured.
+    /// The validation and test sets are being measured.
     Evaluating {
         /// 1-based epoch.
         epoch: usize,
@@ -290,7 +298,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// Trains one epoch and measures the test set.
+    /// Trains one epoch and measures the validation set (if any) and the
+    /// test set.
     pub fn run_epoch(
         &mut self,
         split: &Split,
@@ -337,11 +346,17 @@ impl Trainer {
         }
         let train_seconds = start.elapsed().as_secs_f64();
         observer(&Event::Evaluating { epoch });
+        let val = match &split.validation {
+            Some(v) => Some(self.evaluate(split, v)?),
+            None => None,
+        };
         let (test_loss, test_accuracy) = self.evaluate(split, &split.test)?;
         let stats = EpochStats {
             epoch,
             train_loss: loss_sum / seen.max(1) as f64,
             train_accuracy: 100.0 * correct as f64 / seen.max(1) as f64,
+            val_loss: val.map(|v| v.0),
+            val_accuracy: val.map(|v| v.1),
             test_loss,
             test_accuracy,
             lr,
