@@ -373,14 +373,15 @@ impl Search {
         }
         // Before anything reads, truncates or appends: one writer per file.
         let lock = ResultsLock::acquire(&path)?;
-        let done = self.open_existing(&path, &config)?;
+        let evaluator_descriptions: BTreeMap<String, String> = self
+            .evaluators
+            .iter()
+            .map(|e| (e.name().to_string(), e.description()))
+            .collect();
+        let done = self.open_existing(&path, &config, &evaluator_descriptions)?;
         let mut writer = ResultsWriter::open(&path, self.existing == ExistingResults::Overwrite)?;
         let run_info = RunInfo {
-            evaluator_descriptions: self
-                .evaluators
-                .iter()
-                .map(|e| (e.name().to_string(), e.description()))
-                .collect(),
+            evaluator_descriptions,
             counting_description: self.counting.describe(),
             cost_unit: self.counting.unit(),
             shard: self.shard,
@@ -503,11 +504,14 @@ impl Search {
     }
 
     /// Checks an existing results file against the mode; returns the ids
-    /// it already has when resuming.
+    /// it already has when resuming. Resuming needs the same configuration
+    /// and the same evaluator settings (their descriptions hold them: the
+    /// train evaluator's epochs, data, seeds and validation split...).
     fn open_existing(
         &self,
         path: &Path,
         config: &SearchConfig,
+        descriptions: &BTreeMap<String, String>,
     ) -> Result<HashSet<String>, SearchError> {
         let io = |p: &Path, source| SearchError::Io {
             path: p.to_path_buf(),
@@ -527,7 +531,15 @@ impl Search {
             ExistingResults::Resume => {
                 let previous = Results::read(path)?;
                 if let Some(run) = previous.last_run() {
-                    if let Some(d) = config_difference(&run.config, config) {
+                    let difference = config_difference(&run.config, config).or_else(|| {
+                        descriptions.iter().find_map(|(name, now)| {
+                            let was = run.evaluator_descriptions.get(name)?;
+                            (was != now).then(|| {
+                                format!("the `{name}` evaluator's settings: was \"{was}\", now \"{now}\"")
+                            })
+                        })
+                    });
+                    if let Some(d) = difference {
                         return Err(SearchError::ResumeMismatch {
                             path: path.to_path_buf(),
                             difference: d,

@@ -201,6 +201,41 @@ fn interrupt_then_resume_equals_uninterrupted_run() {
     assert_eq!(resumed.results.stops.len(), 2);
 }
 
+/// Resuming with other evaluator settings (here the proxy's batch; for
+/// training its epochs, data or seeds) would mix results: refused, naming
+/// the evaluator.
+#[test]
+fn resume_with_other_evaluator_settings_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.jsonl");
+    let limited = Search::new(spec(), "specs/shufflenet_v1.yaml")
+        .with_sweep(Sweep::parse("groups=1,2").unwrap())
+        .with_evaluator(Box::new(proxy()))
+        .with_seed(7)
+        .with_results(&path);
+    limited.run().unwrap();
+    let other_batch = ProxyEvaluator::new(ProxyOptions {
+        batch: 8,
+        resolution: 32,
+        resolution_param: Some("resolution".into()),
+    })
+    .unwrap();
+    let resumed = Search::new(spec(), "specs/shufflenet_v1.yaml")
+        .with_sweep(Sweep::parse("groups=1,2").unwrap())
+        .with_evaluator(Box::new(other_batch))
+        .with_seed(7)
+        .with_results(&path)
+        .with_existing(ExistingResults::Resume)
+        .run();
+    match resumed {
+        Err(SearchError::ResumeMismatch { difference, .. }) => {
+            assert!(difference.contains("`proxy` evaluator"), "{difference}");
+            assert!(difference.contains("8 images"), "{difference}");
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+}
+
 #[test]
 fn two_shards_merged_equal_one_unsharded_run() {
     let dir = tempfile::tempdir().unwrap();
