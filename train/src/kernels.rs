@@ -25,7 +25,8 @@ impl Strides {
     pub fn transposed(cols: usize) -> Strides {
         Strides { rs: 1, cs: cols }
     }
-    fn last(self, r: usize, c: usize) -> usize {
+    /// One past the last element an `r x c` matrix with these strides reads.
+    pub fn last(self, r: usize, c: usize) -> usize {
         if r == 0 || c == 0 {
             0
         } else {
