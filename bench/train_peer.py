@@ -192,6 +192,7 @@ def main():
         run(a.steps)
         return a.steps * a.batch / (time.perf_counter() - t)
 
+    load_before = os.getloadavg()[0]
     rates = {"shufflekit": [], "eager": [], "compile": []}
     for r in range(a.rounds):
         rates["shufflekit"].append(ours())
@@ -208,7 +209,9 @@ def main():
           f"{a.warmup} warm-up steps; torch {torch.__version__} "
           f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), torch.compile "
           f"first compile {compile_s:.0f} s; Python {platform.python_version()}")
-    print(f"CPU: {model}; flags: {flags}")
+    print(f"CPU: {model}; flags: {flags}; {os.cpu_count()} CPUs, load average "
+          f"{load_before:.1f} before the rounds, {os.getloadavg()[0]:.1f} after "
+          f"(other work on the machine slows every engine)")
     print()
     print("| engine | median images/s | min | max | shufflekit / engine |")
     print("|---|---|---|---|---|")

@@ -118,6 +118,50 @@ struct Step {
     inputs: Vec<usize>,
     in_shapes: Vec<Shape>,
     shape: Shape,
+    /// A ReLU that read only this step's output, folded in (see
+    /// [`fuse_relus`]): the step's value is `relu(op(...))`.
+    relu: bool,
+}
+
+/// Folds each ReLU into the add or batch norm before it when nothing else
+/// reads that op's output: one pass over memory and one buffer fewer per
+/// fused pair, forward and backward. The rules are unchanged: the gradient
+/// is masked by `y > 0` (as the ReLU's rule does), then the op's own rule
+/// runs, and neither op's rule reads its own output. Returns the steps and
+/// the output's new position.
+fn fuse_relus(mut steps: Vec<Step>, output: usize) -> (Vec<Step>, usize) {
+    let mut uses = vec![0usize; steps.len()];
+    for s in &steps {
+        for &i in &s.inputs {
+            uses[i] += 1;
+        }
+    }
+    // `merged[i]`: the step whose value step `i`'s value now is.
+    let mut merged: Vec<usize> = (0..steps.len()).collect();
+    for i in 0..steps.len() {
+        let j = match (&steps[i].op, steps[i].inputs.as_slice()) {
+            (Op::Relu, &[j]) => j,
+            _ => continue,
+        };
+        let foldable = matches!(steps[j].op, Op::Add | Op::BatchNorm(_));
+        if foldable && !steps[j].relu && uses[j] == 1 && j != output {
+            steps[j].relu = true;
+            merged[i] = j;
+        }
+    }
+    let mut position = vec![0usize; steps.len()];
+    let mut kept = Vec::with_capacity(steps.len());
+    for (i, mut s) in steps.into_iter().enumerate() {
+        if merged[i] != i {
+            continue;
+        }
+        for input in &mut s.inputs {
+            *input = position[merged[*input]];
+        }
+        position[i] = kept.len();
+        kept.push(s);
+    }
+    (kept, position[merged[output]])
 }
 
 /// What a forward pass keeps for the backward pass beyond the values.
@@ -158,6 +202,11 @@ impl Network {
     /// Prepares a graph: it must verify, have exactly one input and an
     /// output node.
     pub fn new(graph: &Graph) -> Result<Network, TrainError> {
+        Network::build(graph, true)
+    }
+
+    /// [`Network::new`], with or without [`fuse_relus`] (the tests compare).
+    fn build(graph: &Graph, fuse: bool) -> Result<Network, TrainError> {
         verify::verify(graph).map_err(|errors| GraphProblem::Invalid(VerifyErrors(errors)))?;
         let inputs = graph.input_nodes();
         if inputs.len() != 1 {
@@ -186,12 +235,19 @@ impl Network {
                     inputs: graph.inputs(id).iter().map(|i| pos[i]).collect(),
                     in_shapes: graph.input_shapes(id).into_iter().cloned().collect(),
                     shape: node.shape.clone(),
+                    relu: false,
                 }
             })
             .collect::<Vec<_>>();
+        let last = steps.len() - 1;
+        let (steps, output) = if fuse {
+            fuse_relus(steps, last)
+        } else {
+            (steps, last)
+        };
         Ok(Network {
             graph: graph.clone(),
-            output: steps.len() - 1,
+            output,
             steps,
             spare: Spare::default(),
         })
@@ -452,10 +508,17 @@ fn forward_op(
                             let d = denom[ch];
                             out.for_each(|(o, &v)| *o = (v - mu) / d * g + b);
                         }
+                        Mode::Train if s.relu => {
+                            let is = inv_std[ch];
+                            out.for_each(|(o, &v)| *o = ((v - mu) * is * g + b).max(0.0));
+                        }
                         Mode::Train => {
                             let is = inv_std[ch];
                             out.for_each(|(o, &v)| *o = (v - mu) * is * g + b);
                         }
+                    }
+                    if s.relu && mode == Mode::Eval {
+                        plane.iter_mut().for_each(|v| *v = v.max(0.0));
                     }
                 });
             y
@@ -510,6 +573,7 @@ fn forward_op(
             }
             y
         }
+        Op::Add if s.relu => zip_map(x, args[1], |a, b| (a + b).max(0.0)),
         Op::Add => zip_map(x, args[1], |a, b| a + b),
         Op::Mul => {
             if s.in_shapes[1] == *xs {
@@ -1171,6 +1235,11 @@ impl Tape<'_> {
             };
             let x = val(s.inputs[0])?;
             let y = val(i)?;
+            let g = if s.relu {
+                zip_in_place(g, y, |g, y| if y > 0.0 { g } else { 0.0 })
+            } else {
+                g
+            };
             let mut add_w =
                 |key: WeightKey, data: Vec<f32>, shape: Vec<usize>| -> Result<(), TrainError> {
                     let t = Tensor::new(shape, data)
@@ -1568,6 +1637,53 @@ mod tests {
                 (a - b).abs() <= 1e-5 * scale,
                 "{what}[{i}]: {a} vs the reference {b}"
             );
+        }
+    }
+
+    /// ReLUs folded into the add or batch norm before them give exactly the
+    /// unfused network's outputs and gradients, in both modes.
+    #[test]
+    fn fused_relus_change_nothing() {
+        let spec = shufflekit_spec::Spec::parse_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../specs/shufflenet_v1.yaml"
+        )))
+        .unwrap();
+        let set = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let graph = spec
+            .build(&[
+                set("groups", "2"),
+                set("width", "0.25"),
+                set("resolution", "12"),
+                set("channels", "1"),
+                set("classes", "4"),
+                set("small_input", "true"),
+                set("shallow", "true"),
+            ])
+            .unwrap();
+        let fused = Network::new(&graph).unwrap();
+        let plain = Network::build(&graph, false).unwrap();
+        let relus = |n: &Network| n.steps.iter().filter(|s| s.op == Op::Relu).count();
+        let folded = fused.steps.iter().filter(|s| s.relu).count();
+        assert!(folded > 10, "{folded} ReLUs folded");
+        assert_eq!(relus(&fused) + folded, relus(&plain));
+        let w = shufflekit_ir::weights::Weights::init(
+            &graph,
+            &shufflekit_ir::weights::InitOptions {
+                seed: 2,
+                randomize_batch_norm: true,
+            },
+        );
+        let x = shufflekit_ir::input::random_input(fused.input_shape(), 5, 3).unwrap();
+        for mode in [Mode::Train, Mode::Eval] {
+            let run = |net: &Network| {
+                let tape = net.forward(&w, &x, mode).unwrap();
+                let out = tape.output().unwrap();
+                let (_, d, _) = softmax_cross_entropy(&out, &[0, 1, 2, 3, 0]).unwrap();
+                let grads = tape.backward(&w, &d).unwrap();
+                (out, grads.weights, grads.input)
+            };
+            assert_eq!(run(&fused), run(&plain), "{mode:?}");
         }
     }
 

@@ -198,6 +198,28 @@ fn pointwise_conv_gradients() {
     }
 }
 
+/// batch norm -> relu and add -> relu, which the network folds into one
+/// step each.
+#[test]
+fn folded_relu_gradients() {
+    let mut g = Graph::new("folded");
+    let x = g
+        .add(Op::Input(Shape::chw(3, 4, 5)), "input", &[], None)
+        .unwrap();
+    let bn = g
+        .add(Op::BatchNorm(BatchNorm::default()), "bn", &[x], None)
+        .unwrap();
+    let r1 = g.add(Op::Relu, "relu1", &[bn], None).unwrap();
+    let conv = g
+        .add(Op::Conv2d(Conv2d::new(3, 1)), "conv", &[r1], None)
+        .unwrap();
+    let add = g.add(Op::Add, "add", &[x, conv], None).unwrap();
+    g.add(Op::Relu, "relu2", &[add], None).unwrap();
+    for mode in [Mode::Train, Mode::Eval] {
+        check(&g, mode, 3, 21, 12);
+    }
+}
+
 #[test]
 fn depthwise_conv_gradients() {
     for (stride, pad, dil) in [(1, 1, 1), (2, 1, 1), (2, 2, 2), (1, 0, 1)] {
