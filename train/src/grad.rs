@@ -49,7 +49,7 @@ use shufflekit_ir::verify::{self, VerifyErrors};
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{Graph, NodeId, Shape};
 
-use crate::kernels::{self, gemm, ConvGeom, Strides, Window};
+use crate::kernels::{self, gemm, ConvGeom, Stencil3, Strides, Window};
 use crate::small_gemm::{self, Isa};
 use crate::{GraphProblem, TrainError};
 
@@ -741,9 +741,18 @@ fn general_conv_forward(
             let b0 = chunk * CONV_CHUNK;
             let nb = oc.len() / item_out;
             if depthwise {
+                let mut stencil = Stencil3::new(geometry);
                 for (i, ob) in oc.chunks_mut(item_out).enumerate() {
                     let xb = &x[(b0 + i) * item_in..(b0 + i + 1) * item_in];
                     for ch in 0..o {
+                        if let Some(st) = &mut stencil {
+                            st.forward(
+                                &xb[ch * h * w..(ch + 1) * h * w],
+                                &weight[ch * geom.taps..(ch + 1) * geom.taps],
+                                &mut ob[ch * n..(ch + 1) * n],
+                            );
+                            continue;
+                        }
                         geom.depthwise(
                             &xb[ch * h * w..(ch + 1) * h * w],
                             &weight[ch * geom.taps..(ch + 1) * geom.taps],
@@ -925,11 +934,22 @@ fn general_conv_backward(
             let nb = dxc.len() / item_in;
             let mut dw = vec![0.0f32; weight.len()];
             if depthwise {
+                let mut stencil = Stencil3::new(geometry);
                 for (i, dxb) in dxc.chunks_mut(item_in).enumerate() {
                     let b = b0 + i;
                     let xb = &x[b * item_in..(b + 1) * item_in];
                     let gb = &gy[b * item_out..(b + 1) * item_out];
                     for ch in 0..o {
+                        if let Some(st) = &mut stencil {
+                            st.backward(
+                                &xb[ch * h * w..(ch + 1) * h * w],
+                                &weight[ch * geom.taps..(ch + 1) * geom.taps],
+                                &gb[ch * n..(ch + 1) * n],
+                                &mut dxb[ch * h * w..(ch + 1) * h * w],
+                                &mut dw[ch * geom.taps..(ch + 1) * geom.taps],
+                            );
+                            continue;
+                        }
                         geom.depthwise_back(
                             &xb[ch * h * w..(ch + 1) * h * w],
                             &weight[ch * geom.taps..(ch + 1) * geom.taps],
@@ -1684,6 +1704,34 @@ mod tests {
                 (out, grads.weights, grads.input)
             };
             assert_eq!(run(&fused), run(&plain), "{mode:?}");
+        }
+    }
+
+    /// The 3x3 stencil against the per-tap loops of the other depthwise
+    /// convolutions, on planes from 1x1 up.
+    #[test]
+    fn depthwise_stencil_matches_the_tap_loops() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        for case in 0..20 {
+            let (h, w) = (1 + case % 6, 1 + (case * 7) % 9);
+            let mut p = Conv2d::new(1, 3);
+            p.padding = [1, 1];
+            let geometry = p.geometry(&Shape::chw(1, h, w)).unwrap();
+            let mut stencil = Stencil3::new(&geometry).expect("a 3x3 stride-1 depthwise");
+            let geom = ConvGeom::new(&geometry);
+            let (x, wt) = (random(&mut rng, h * w), random(&mut rng, 9));
+            let (mut y, mut want) = (random(&mut rng, h * w), Vec::new());
+            want.clone_from(&y);
+            stencil.forward(&x, &wt, &mut y);
+            geom.depthwise(&x, &wt, &mut want);
+            close("y", &y, &want);
+            let gy = random(&mut rng, h * w);
+            let (mut dx, mut dw) = (vec![0.5; h * w], vec![0.25; 9]);
+            let (mut rdx, mut rdw) = (dx.clone(), dw.clone());
+            stencil.backward(&x, &wt, &gy, &mut dx, &mut dw);
+            geom.depthwise_back(&x, &wt, &gy, &mut rdx, &mut rdw);
+            close("dx", &dx, &rdx);
+            close("dw", &dw, &rdw);
         }
     }
 
