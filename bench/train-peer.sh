@@ -15,6 +15,11 @@ SETUP_WHO="bench/train-peer.sh"
 safe_path
 # torch.compile's CPU back end compiles C++ with the system compiler.
 need_commands "torch.compile's C++ code generation" "g++" -- g++
+# OpenMP threads that spin while they wait (libgomp's default) stall each
+# other on a machine shared with other work: PyTorch eager at 2 threads fell
+# from 81 to 11 images/s here. Passive waiting is PyTorch's best on such a
+# machine; set OMP_WAIT_POLICY=ACTIVE to measure the default.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 python_env "$(pwd)/target/train-pyenv" "$(pwd)/bench/train-requirements.txt" torch numpy
 cargo build --release --quiet -p shufflekit-train --example train_steps
 target_dir=${CARGO_TARGET_DIR:-$(pwd)/target}

@@ -208,7 +208,8 @@ def main():
     print(f"{a.rounds} rounds (shufflekit, eager, compile) of {a.steps} timed steps after "
           f"{a.warmup} warm-up steps; torch {torch.__version__} "
           f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), torch.compile "
-          f"first compile {compile_s:.0f} s; Python {platform.python_version()}")
+          f"first compile {compile_s:.0f} s; Python {platform.python_version()}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print(f"CPU: {model}; flags: {flags}; {os.cpu_count()} CPUs, load average "
           f"{load_before:.1f} before the rounds, {os.getloadavg()[0]:.1f} after "
           f"(other work on the machine slows every engine)")

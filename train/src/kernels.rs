@@ -418,7 +418,7 @@ impl Stencil3 {
         let (w, pw) = (self.w, self.w + 2);
         // dW[t] = sum over outputs of dy * x(shifted by t), row by row.
         self.pad(x);
-        for tap in 0..9 {
+        for (tap, dw) in dw[..9].iter_mut().enumerate() {
             let (ky, kx) = (tap / 3, tap % 3);
             for (oy, g) in dy.chunks(w).take(self.h).enumerate() {
                 let row = &self.padded[(oy + ky) * pw + kx..][..w];
@@ -426,7 +426,7 @@ impl Stencil3 {
                 for (&gv, &xv) in g.iter().zip(row) {
                     acc += gv * xv;
                 }
-                dw[tap] += acc;
+                *dw += acc;
             }
         }
         // dx(iy, ix) = sum over taps of w[t] * dy(iy + 1 - ky, ix + 1 - kx):
