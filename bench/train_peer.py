@@ -204,7 +204,7 @@ def main():
     model, flags = cpu_flags()
     print(f"ShuffleNet v1 0.5x g=3, 28x28x1, 10 classes, {meta['trainable_params']} trainable "
           f"parameters (equal on both sides); MNIST sample, batch {a.batch}, {a.threads} threads, "
-          f"SGD lr {meta['lr']} momentum {meta['momentum']} weight decay {meta['weight_decay']}")
+          f"SGD lr {meta['lr']:.3g} momentum {meta['momentum']:.3g} weight decay {meta['weight_decay']:.3g}")
     print(f"{a.rounds} rounds (shufflekit, eager, compile) of {a.steps} timed steps after "
           f"{a.warmup} warm-up steps; torch {torch.__version__} "
           f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), torch.compile "

@@ -11,7 +11,9 @@
 //! - conv2d (grouped, depthwise, strided, padded, dilated): `dW = g * col^T`,
 //!   `dcol = W^T * g` folded back by col2im; its fused epilogue backwards:
 //!   activation mask, residual gets `g`, `output_order` inverted; bias sums
-//!   `g`. Depthwise convolutions use a direct loop.
+//!   `g`. Depthwise convolutions use a direct loop (3x3 stride 1: a stencil,
+//!   `kernels::Stencil3`); 1x1 stride-1 convolutions multiply the NCHW
+//!   planes in place (`small_gemm`), with no column matrix.
 //! - batch norm, training mode: `dx = gamma / sigma / M * (M g - sum g -
 //!   xhat sum(g xhat))` over the `M = N H W` values of a channel; inference
 //!   mode: `dx = g gamma / sqrt(running_var + eps)`.
@@ -34,6 +36,11 @@
 //! that only training uses. The rules above are the contract such a
 //! lowering would implement; the finite-difference tests in
 //! `train/tests/gradients.rs` check each one.
+//!
+//! A ReLU that is the only reader of an add or a batch norm is folded into
+//! it (`fuse_relus`), and a network hands the buffers of its last tape to
+//! its next forward pass: both save passes over memory, which is where most
+//! of a training step goes at these sizes.
 //!
 //! Work is spread with rayon over images (convolutions, pooling) and
 //! planes (elementwise ops). Weight gradients are summed per fixed chunk of

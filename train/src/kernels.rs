@@ -1,6 +1,7 @@
 //! The numeric kernels of training: convolution forward and backward
 //! (im2col + `matrixmultiply::sgemm`, with a direct path for depthwise
-//! convolutions), pooling forward and backward.
+//! convolutions, and a stencil for the 3x3 stride-1 ones), pooling forward
+//! and backward. The 1x1 convolutions' products are in `small_gemm`.
 //!
 //! Every kernel works on one image at a time; the callers in
 //! [`crate::grad`] spread images over rayon tasks. Weight gradients are
