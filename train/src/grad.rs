@@ -720,7 +720,7 @@ fn conv_forward(
     if geometry.is_pointwise() && !geometry.is_depthwise() {
         let out =
             spare.take(batch * geometry.out_channels * geometry.out_size[0] * geometry.out_size[1]);
-        pointwise_forward(x, batch, geometry, weight, out)
+        pointwise_forward(x, batch, geometry, weight, out, Isa::detect())
     } else {
         general_conv_forward(x, batch, geometry, weight)
     }
@@ -816,11 +816,11 @@ fn pointwise_forward(
     geometry: &ConvGeometry,
     weight: &[f32],
     mut out: Vec<f32>,
+    isa: Isa,
 ) -> Vec<f32> {
     let (cin_g, cout_g) = (geometry.in_per_group, geometry.out_per_group);
     let n = geometry.out_size[0] * geometry.out_size[1];
     let (item_in, item_out) = (geometry.in_channels * n, geometry.out_channels * n);
-    let isa = Isa::detect();
     out.resize(batch * item_out, 0.0);
     out.par_chunks_mut(item_out)
         .zip(x.par_chunks(item_in))
@@ -851,11 +851,11 @@ fn pointwise_backward(
     geometry: &ConvGeometry,
     weight: &[f32],
     gy: &[f32],
+    isa: Isa,
 ) -> (Vec<f32>, Vec<f32>) {
     let (cin_g, cout_g) = (geometry.in_per_group, geometry.out_per_group);
     let n = geometry.out_size[0] * geometry.out_size[1];
     let (item_in, item_out) = (geometry.in_channels * n, geometry.out_channels * n);
-    let isa = Isa::detect();
     let mut dx = vec![0.0f32; batch * item_in];
     let partial: Vec<Vec<f32>> = dx
         .par_chunks_mut(CONV_CHUNK * item_in)
@@ -911,7 +911,7 @@ fn conv_backward(
     gy: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     if geometry.is_pointwise() && !geometry.is_depthwise() {
-        pointwise_backward(x, batch, geometry, weight, gy)
+        pointwise_backward(x, batch, geometry, weight, gy, Isa::detect())
     } else {
         general_conv_backward(x, batch, geometry, weight, gy)
     }
@@ -1742,10 +1742,11 @@ mod tests {
         }
     }
 
-    /// The direct 1x1 kernels against the im2col path (itself checked by
-    /// finite differences in tests/gradients.rs): same outputs and
-    /// gradients on random groups, channels, planes and batch sizes that
-    /// are and are not multiples of the chunk.
+    /// The direct 1x1 kernels, with every instruction-set tier this CPU
+    /// runs, against the im2col path (itself checked by finite differences
+    /// in tests/gradients.rs): same outputs and gradients on random groups,
+    /// channels, planes and batch sizes that are and are not multiples of
+    /// the chunk.
     #[test]
     fn pointwise_kernels_match_the_im2col_path() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -1761,15 +1762,18 @@ mod tests {
             assert!(geometry.is_pointwise());
             let x = random(&mut rng, batch * shape.numel());
             let wt = random(&mut rng, groups * cout_g * cin_g);
-            // A buffer of NaNs: the kernel must write every element.
-            let dirty = vec![f32::NAN; batch * geometry.out_channels * h * w];
-            let y = pointwise_forward(&x, batch, &geometry, &wt, dirty);
-            close("y", &y, &general_conv_forward(&x, batch, &geometry, &wt));
-            let gy = random(&mut rng, y.len());
-            let (dx, dw) = pointwise_backward(&x, batch, &geometry, &wt, &gy);
+            let gy = random(&mut rng, batch * geometry.out_channels * h * w);
+            let reference = general_conv_forward(&x, batch, &geometry, &wt);
             let (rdx, rdw) = general_conv_backward(&x, batch, &geometry, &wt, &gy);
-            close("dx", &dx, &rdx);
-            close("dw", &dw, &rdw);
+            for isa in Isa::supported() {
+                // A buffer of NaNs: the kernel must write every element.
+                let dirty = vec![f32::NAN; gy.len()];
+                let y = pointwise_forward(&x, batch, &geometry, &wt, dirty, isa);
+                close(&format!("{isa:?} y"), &y, &reference);
+                let (dx, dw) = pointwise_backward(&x, batch, &geometry, &wt, &gy, isa);
+                close(&format!("{isa:?} dx"), &dx, &rdx);
+                close(&format!("{isa:?} dw"), &dw, &rdw);
+            }
         }
     }
 }
