@@ -11,7 +11,9 @@
 //! - conv2d (grouped, depthwise, strided, padded, dilated): `dW = g * col^T`,
 //!   `dcol = W^T * g` folded back by col2im; its fused epilogue backwards:
 //!   activation mask, residual gets `g`, `output_order` inverted; bias sums
-//!   `g`. Depthwise convolutions use a direct loop.
+//!   `g`. Depthwise convolutions use a direct loop (3x3 stride 1: a stencil,
+//!   `kernels::Stencil3`); 1x1 stride-1 convolutions multiply the NCHW
+//!   planes in place (`small_gemm`), with no column matrix.
 //! - batch norm, training mode: `dx = gamma / sigma / M * (M g - sum g -
 //!   xhat sum(g xhat))` over the `M = N H W` values of a channel; inference
 //!   mode: `dx = g gamma / sqrt(running_var + eps)`.
@@ -35,6 +37,11 @@
 //! lowering would implement; the finite-difference tests in
 //! `train/tests/gradients.rs` check each one.
 //!
+//! A ReLU that is the only reader of an add or a batch norm is folded into
+//! it (`fuse_relus`), and a network hands the buffers of its last tape to
+//! its next forward pass: both save passes over memory, which is where most
+//! of a training step goes at these sizes.
+//!
 //! Work is spread with rayon over images (convolutions, pooling) and
 //! planes (elementwise ops). Weight gradients are summed per fixed chunk of
 //! images and the chunks added in order, so gradients do not depend on the
@@ -49,7 +56,8 @@ use shufflekit_ir::verify::{self, VerifyErrors};
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{Graph, NodeId, Shape};
 
-use crate::kernels::{self, gemm, ConvGeom, Strides, Window};
+use crate::kernels::{self, gemm, ConvGeom, Stencil3, Strides, Window};
+use crate::small_gemm::{self, Isa};
 use crate::{GraphProblem, TrainError};
 
 /// Batch norm statistics: training mode normalises with the batch's,
@@ -69,6 +77,45 @@ pub struct Network {
     graph: Graph,
     steps: Vec<Step>,
     output: usize,
+    spare: Spare,
+}
+
+/// The value buffers of the last dropped [`Tape`], for the next forward
+/// pass to overwrite: a fresh buffer is zeroed (and its pages faulted in)
+/// first, which cost about a tenth of a training step (measured with perf:
+/// `memset` at 11%). Only ops that write every element of their output take
+/// one, so a reused buffer's old contents are never read.
+#[derive(Default)]
+struct Spare(std::sync::Mutex<Vec<Vec<f32>>>);
+
+impl Spare {
+    /// A buffer of `len` values, of unspecified contents.
+    fn take(&self, len: usize) -> Vec<f32> {
+        let mut spare = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match spare.iter().position(|b| b.len() == len) {
+            Some(i) => spare.swap_remove(i),
+            None => vec![0.0; len],
+        }
+    }
+
+    /// Keeps `buffers` (dropping what an earlier tape left), so the spare
+    /// set never holds more than one tape's values.
+    fn keep(&self, buffers: Vec<Vec<f32>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = buffers;
+    }
+}
+
+/// A clone starts without spare buffers.
+impl Clone for Spare {
+    fn clone(&self) -> Spare {
+        Spare::default()
+    }
+}
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spare")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +125,50 @@ struct Step {
     inputs: Vec<usize>,
     in_shapes: Vec<Shape>,
     shape: Shape,
+    /// A ReLU that read only this step's output, folded in (see
+    /// [`fuse_relus`]): the step's value is `relu(op(...))`.
+    relu: bool,
+}
+
+/// Folds each ReLU into the add or batch norm before it when nothing else
+/// reads that op's output: one pass over memory and one buffer fewer per
+/// fused pair, forward and backward. The rules are unchanged: the gradient
+/// is masked by `y > 0` (as the ReLU's rule does), then the op's own rule
+/// runs, and neither op's rule reads its own output. Returns the steps and
+/// the output's new position.
+fn fuse_relus(mut steps: Vec<Step>, output: usize) -> (Vec<Step>, usize) {
+    let mut uses = vec![0usize; steps.len()];
+    for s in &steps {
+        for &i in &s.inputs {
+            uses[i] += 1;
+        }
+    }
+    // `merged[i]`: the step whose value step `i`'s value now is.
+    let mut merged: Vec<usize> = (0..steps.len()).collect();
+    for i in 0..steps.len() {
+        let j = match (&steps[i].op, steps[i].inputs.as_slice()) {
+            (Op::Relu, &[j]) => j,
+            _ => continue,
+        };
+        let foldable = matches!(steps[j].op, Op::Add | Op::BatchNorm(_));
+        if foldable && !steps[j].relu && uses[j] == 1 && j != output {
+            steps[j].relu = true;
+            merged[i] = j;
+        }
+    }
+    let mut position = vec![0usize; steps.len()];
+    let mut kept = Vec::with_capacity(steps.len());
+    for (i, mut s) in steps.into_iter().enumerate() {
+        if merged[i] != i {
+            continue;
+        }
+        for input in &mut s.inputs {
+            *input = position[merged[*input]];
+        }
+        position[i] = kept.len();
+        kept.push(s);
+    }
+    (kept, position[merged[output]])
 }
 
 /// What a forward pass keeps for the backward pass beyond the values.
@@ -118,6 +209,11 @@ impl Network {
     /// Prepares a graph: it must verify, have exactly one input and an
     /// output node.
     pub fn new(graph: &Graph) -> Result<Network, TrainError> {
+        Network::build(graph, true)
+    }
+
+    /// [`Network::new`], with or without [`fuse_relus`] (the tests compare).
+    fn build(graph: &Graph, fuse: bool) -> Result<Network, TrainError> {
         verify::verify(graph).map_err(|errors| GraphProblem::Invalid(VerifyErrors(errors)))?;
         let inputs = graph.input_nodes();
         if inputs.len() != 1 {
@@ -146,13 +242,21 @@ impl Network {
                     inputs: graph.inputs(id).iter().map(|i| pos[i]).collect(),
                     in_shapes: graph.input_shapes(id).into_iter().cloned().collect(),
                     shape: node.shape.clone(),
+                    relu: false,
                 }
             })
             .collect::<Vec<_>>();
+        let last = steps.len() - 1;
+        let (steps, output) = if fuse {
+            fuse_relus(steps, last)
+        } else {
+            (steps, last)
+        };
         Ok(Network {
             graph: graph.clone(),
-            output: steps.len() - 1,
+            output,
             steps,
+            spare: Spare::default(),
         })
     }
 
@@ -228,7 +332,7 @@ impl Network {
                     .iter()
                     .map(|&j| tape.values[j].as_deref().unwrap_or(&[]))
                     .collect();
-                forward_op(s, &args, batch, weights, mode)?
+                forward_op(s, &args, batch, weights, mode, &self.spare)?
             };
             tape.values[i] = Some(value);
             tape.saved[i] = saved;
@@ -264,11 +368,8 @@ fn chw(shape: &Shape) -> (usize, usize, usize) {
 
 /// Parallel elementwise map into a new buffer.
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(1 << 14)
-        .zip(x.par_chunks(1 << 14))
-        .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = f(v)));
-    out
+    // Collected, not zero-filled and then overwritten: one pass over memory.
+    x.par_iter().with_min_len(1 << 12).map(|&v| f(v)).collect()
 }
 
 /// The gradient through a fused activation, from the gradient `g` of its
@@ -276,22 +377,27 @@ fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 fn activation_grad(act: Activation, g: Vec<f32>, y: &[f32]) -> Vec<f32> {
     match act {
         Activation::None => g,
-        Activation::Relu => zip_map(&g, y, |g, y| if y > 0.0 { g } else { 0.0 }),
-        Activation::Relu6 => zip_map(&g, y, |g, y| if y > 0.0 && y < 6.0 { g } else { 0.0 }),
+        Activation::Relu => zip_in_place(g, y, |g, y| if y > 0.0 { g } else { 0.0 }),
+        Activation::Relu6 => zip_in_place(g, y, |g, y| if y > 0.0 && y < 6.0 { g } else { 0.0 }),
     }
+}
+
+/// `a[i] = f(a[i], b[i])` in parallel, reusing `a`'s buffer: most gradient
+/// rules of elementwise ops own the incoming gradient and need no new one.
+fn zip_in_place(mut a: Vec<f32>, b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    a.par_chunks_mut(1 << 14)
+        .zip(b.par_chunks(1 << 14))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b)));
+    a
 }
 
 /// Parallel elementwise map of two buffers.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
-    out.par_chunks_mut(1 << 14)
-        .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
-        .for_each(|(o, (a, b))| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
-        });
-    out
+    a.par_iter()
+        .zip(b)
+        .with_min_len(1 << 12)
+        .map(|(&a, &b)| f(a, b))
+        .collect()
 }
 
 /// Per image, new channel `k` = old channel `order[k]`.
@@ -313,6 +419,7 @@ fn forward_op(
     batch: usize,
     weights: &Weights,
     mode: Mode,
+    spare: &Spare,
 ) -> Result<(Vec<f32>, Saved), TrainError> {
     let x = args[0];
     let xs = &s.in_shapes[0];
@@ -331,6 +438,7 @@ fn forward_op(
                 batch,
                 &conv_geometry(p, s)?,
                 weight(weights, s, WeightKey::Weight)?,
+                spare,
             );
             let spatial = s.shape.spatial();
             if let Some(b) = bias {
@@ -345,11 +453,12 @@ fn forward_op(
                 permute_channels(&mut y, spatial, order, false);
             }
             if p.residual {
-                y = zip_map(&y, args[1], |a, b| a + b);
+                y = zip_in_place(y, args[1], |a, b| a + b);
             }
             if p.activation != Activation::None {
                 let act = p.activation;
-                y = map(&y, |v| act.apply(v));
+                y.par_chunks_mut(1 << 14)
+                    .for_each(|c| c.iter_mut().for_each(|v| *v = act.apply(*v)));
             }
             y
         }
@@ -366,17 +475,8 @@ fn forward_op(
                 }
                 Mode::Train => {
                     let m = (batch * spatial) as f64;
-                    let stats: Vec<(f64, f64)> = (0..c)
-                        .into_par_iter()
-                        .map(|ch| {
-                            let plane = |b: usize| &x[(b * c + ch) * spatial..][..spatial];
-                            let sum: f64 = (0..batch).map(|b| sum_lanes(plane(b))).sum();
-                            let mean = sum / m;
-                            let mu = mean as f32;
-                            let sq: f64 = (0..batch).map(|b| sq_dev_lanes(plane(b), mu)).sum();
-                            (mean, sq / m)
-                        })
-                        .collect();
+                    let (means, vars) = channel_moments(x, c, spatial);
+                    let stats: Vec<(f64, f64)> = means.into_iter().zip(vars).collect();
                     let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
                     let inv: Vec<f32> = stats
                         .iter()
@@ -400,23 +500,32 @@ fn forward_op(
                     (mean, inv, Vec::new())
                 }
             };
-            let mut y = x.to_vec();
+            let mut y = spare.take(x.len());
             y.par_chunks_mut(spatial.max(1))
+                .zip(x.par_chunks(spatial.max(1)))
                 .enumerate()
-                .for_each(|(bc, plane)| {
+                .for_each(|(bc, (plane, xs))| {
                     let ch = bc % c;
                     let (mu, g, b) = (mean[ch], gamma[ch], beta[ch]);
+                    let out = plane.iter_mut().zip(xs);
                     match mode {
                         // The reference evaluator's expression, so inference
                         // matches it bit for bit.
                         Mode::Eval => {
                             let d = denom[ch];
-                            plane.iter_mut().for_each(|v| *v = (*v - mu) / d * g + b);
+                            out.for_each(|(o, &v)| *o = (v - mu) / d * g + b);
+                        }
+                        Mode::Train if s.relu => {
+                            let is = inv_std[ch];
+                            out.for_each(|(o, &v)| *o = ((v - mu) * is * g + b).max(0.0));
                         }
                         Mode::Train => {
                             let is = inv_std[ch];
-                            plane.iter_mut().for_each(|v| *v = (*v - mu) * is * g + b);
+                            out.for_each(|(o, &v)| *o = (v - mu) * is * g + b);
                         }
+                    }
+                    if s.relu && mode == Mode::Eval {
+                        plane.iter_mut().for_each(|v| *v = v.max(0.0));
                     }
                 });
             y
@@ -429,7 +538,7 @@ fn forward_op(
         Op::Flatten => x.to_vec(),
         Op::ChannelShuffle(p) => {
             let (c, spatial) = (xs.channels(), xs.spatial().max(1));
-            let mut y = vec![0.0; out_len];
+            let mut y = spare.take(out_len);
             y.par_chunks_mut(spatial)
                 .enumerate()
                 .for_each(|(bc, plane)| {
@@ -442,7 +551,7 @@ fn forward_op(
         Op::ChannelSlice(p) => {
             let (item, spatial) = (xs.numel(), xs.spatial());
             let len = p.len * spatial;
-            let mut y = vec![0.0; out_len];
+            let mut y = spare.take(out_len);
             y.par_chunks_mut(len.max(1)).enumerate().for_each(|(b, o)| {
                 let at = b * item + p.start * spatial;
                 o.copy_from_slice(&x[at..at + len]);
@@ -451,7 +560,7 @@ fn forward_op(
         }
         Op::Concat(p) => {
             let item = s.shape.numel();
-            let mut y = vec![0.0; out_len];
+            let mut y = spare.take(out_len);
             y.par_chunks_mut(item.max(1))
                 .enumerate()
                 .for_each(|(b, o)| {
@@ -471,6 +580,7 @@ fn forward_op(
             }
             y
         }
+        Op::Add if s.relu => zip_map(x, args[1], |a, b| (a + b).max(0.0)),
         Op::Add => zip_map(x, args[1], |a, b| a + b),
         Op::Mul => {
             if s.in_shapes[1] == *xs {
@@ -487,7 +597,7 @@ fn forward_op(
         }
         Op::GlobalAvgPool => {
             let spatial = xs.spatial().max(1);
-            let mut y = vec![0.0; out_len];
+            let mut y = spare.take(out_len);
             y.par_iter_mut().enumerate().for_each(|(bc, o)| {
                 let plane = &x[bc * spatial..(bc + 1) * spatial];
                 *o = (plane.iter().map(|&v| f64::from(v)).sum::<f64>() / spatial as f64) as f32;
@@ -498,7 +608,7 @@ fn forward_op(
             let (_, h, w) = chw(xs);
             let (_, oh, ow) = chw(&s.shape);
             let (rows, cols) = pool_windows(p, (h, w), (oh, ow));
-            let mut y = vec![0.0; out_len];
+            let mut y = spare.take(out_len);
             if let Op::MaxPool(_) = s.op {
                 let mut arg = vec![0u32; out_len];
                 y.par_chunks_mut(oh * ow)
@@ -552,7 +662,7 @@ fn forward_op(
         Op::Softmax => {
             let (c, spatial) = (xs.channels(), xs.spatial().max(1));
             let item = c * spatial;
-            let mut y = vec![0.0; out_len];
+            let mut y = spare.take(out_len);
             y.par_chunks_mut(item.max(1))
                 .enumerate()
                 .for_each(|(b, o)| {
@@ -600,7 +710,30 @@ fn pool_windows(
 const CONV_CHUNK: usize = 8;
 
 /// Grouped 2-D convolution of a batch, without bias or epilogue.
-fn conv_forward(x: &[f32], batch: usize, geometry: &ConvGeometry, weight: &[f32]) -> Vec<f32> {
+fn conv_forward(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    spare: &Spare,
+) -> Vec<f32> {
+    if geometry.is_pointwise() && !geometry.is_depthwise() {
+        let out =
+            spare.take(batch * geometry.out_channels * geometry.out_size[0] * geometry.out_size[1]);
+        pointwise_forward(x, batch, geometry, weight, out, Isa::detect())
+    } else {
+        general_conv_forward(x, batch, geometry, weight)
+    }
+}
+
+/// Any convolution: depthwise by a direct loop, the others by im2col of a
+/// chunk of images side by side and one matrix product per group.
+fn general_conv_forward(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+) -> Vec<f32> {
     let (c, o) = (geometry.in_channels, geometry.out_channels);
     let [h, w] = geometry.in_size;
     let geom = ConvGeom::new(geometry);
@@ -615,9 +748,18 @@ fn conv_forward(x: &[f32], batch: usize, geometry: &ConvGeometry, weight: &[f32]
             let b0 = chunk * CONV_CHUNK;
             let nb = oc.len() / item_out;
             if depthwise {
+                let mut stencil = Stencil3::new(geometry);
                 for (i, ob) in oc.chunks_mut(item_out).enumerate() {
                     let xb = &x[(b0 + i) * item_in..(b0 + i + 1) * item_in];
                     for ch in 0..o {
+                        if let Some(st) = &mut stencil {
+                            st.forward(
+                                &xb[ch * h * w..(ch + 1) * h * w],
+                                &weight[ch * geom.taps..(ch + 1) * geom.taps],
+                                &mut ob[ch * n..(ch + 1) * n],
+                            );
+                            continue;
+                        }
                         geom.depthwise(
                             &xb[ch * h * w..(ch + 1) * h * w],
                             &weight[ch * geom.taps..(ch + 1) * geom.taps],
@@ -664,8 +806,119 @@ fn conv_forward(x: &[f32], batch: usize, geometry: &ConvGeometry, weight: &[f32]
     out
 }
 
+/// A 1x1 convolution reads each image's NCHW planes as the matrix it
+/// multiplies: per image and group, `y (cout_g x HW) = W_g (cout_g x cin_g)
+/// * x (cin_g x HW)`, with no column matrix and no copies.
+/// `out` may hold anything: every element is written.
+fn pointwise_forward(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    mut out: Vec<f32>,
+    isa: Isa,
+) -> Vec<f32> {
+    let (cin_g, cout_g) = (geometry.in_per_group, geometry.out_per_group);
+    let n = geometry.out_size[0] * geometry.out_size[1];
+    let (item_in, item_out) = (geometry.in_channels * n, geometry.out_channels * n);
+    out.resize(batch * item_out, 0.0);
+    out.par_chunks_mut(item_out)
+        .zip(x.par_chunks(item_in))
+        .for_each(|(ob, xb)| {
+            for g in 0..geometry.groups {
+                small_gemm::nn(
+                    isa,
+                    (cout_g, cin_g, n),
+                    &weight[g * cout_g * cin_g..][..cout_g * cin_g],
+                    Strides::rows(cin_g),
+                    &xb[g * cin_g * n..][..cin_g * n],
+                    n,
+                    &mut ob[g * cout_g * n..][..cout_g * n],
+                    n,
+                    false,
+                );
+            }
+        });
+    out
+}
+
+/// Backward of [`pointwise_forward`]: per image and group `dx = W_g^T dy`
+/// straight into the input gradient, and `dW_g += dy x^T` summed over a
+/// fixed chunk of images (then over chunks in order).
+fn pointwise_backward(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    gy: &[f32],
+    isa: Isa,
+) -> (Vec<f32>, Vec<f32>) {
+    let (cin_g, cout_g) = (geometry.in_per_group, geometry.out_per_group);
+    let n = geometry.out_size[0] * geometry.out_size[1];
+    let (item_in, item_out) = (geometry.in_channels * n, geometry.out_channels * n);
+    let mut dx = vec![0.0f32; batch * item_in];
+    let partial: Vec<Vec<f32>> = dx
+        .par_chunks_mut(CONV_CHUNK * item_in)
+        .zip(x.par_chunks(CONV_CHUNK * item_in))
+        .zip(gy.par_chunks(CONV_CHUNK * item_out))
+        .map(|((dxc, xc), gc)| {
+            let mut dw = vec![0.0f32; weight.len()];
+            for ((dxb, xb), gb) in dxc
+                .chunks_mut(item_in)
+                .zip(xc.chunks(item_in))
+                .zip(gc.chunks(item_out))
+            {
+                for g in 0..geometry.groups {
+                    let (wo, xo, go) = (g * cout_g * cin_g, g * cin_g * n, g * cout_g * n);
+                    let gg = &gb[go..][..cout_g * n];
+                    // A general GEMM here: the packing-free kernel needs
+                    // `x^T` copied out first, and was no faster (measured).
+                    gemm(
+                        (cout_g, n, cin_g),
+                        gg,
+                        Strides::rows(n),
+                        &xb[xo..][..cin_g * n],
+                        Strides::transposed(n),
+                        1.0,
+                        &mut dw[wo..][..cout_g * cin_g],
+                        Strides::rows(cin_g),
+                    );
+                    small_gemm::nn(
+                        isa,
+                        (cin_g, cout_g, n),
+                        &weight[wo..][..cout_g * cin_g],
+                        Strides::transposed(cin_g),
+                        gg,
+                        n,
+                        &mut dxb[xo..][..cin_g * n],
+                        n,
+                        false,
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    (dx, sum_in_order(partial, weight.len()))
+}
+
 /// Backward of [`conv_forward`]: the input gradient and the weight gradient.
 fn conv_backward(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    gy: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    if geometry.is_pointwise() && !geometry.is_depthwise() {
+        pointwise_backward(x, batch, geometry, weight, gy, Isa::detect())
+    } else {
+        general_conv_backward(x, batch, geometry, weight, gy)
+    }
+}
+
+/// Backward of [`general_conv_forward`].
+fn general_conv_backward(
     x: &[f32],
     batch: usize,
     geometry: &ConvGeometry,
@@ -688,11 +941,22 @@ fn conv_backward(
             let nb = dxc.len() / item_in;
             let mut dw = vec![0.0f32; weight.len()];
             if depthwise {
+                let mut stencil = Stencil3::new(geometry);
                 for (i, dxb) in dxc.chunks_mut(item_in).enumerate() {
                     let b = b0 + i;
                     let xb = &x[b * item_in..(b + 1) * item_in];
                     let gb = &gy[b * item_out..(b + 1) * item_out];
                     for ch in 0..o {
+                        if let Some(st) = &mut stencil {
+                            st.backward(
+                                &xb[ch * h * w..(ch + 1) * h * w],
+                                &weight[ch * geom.taps..(ch + 1) * geom.taps],
+                                &gb[ch * n..(ch + 1) * n],
+                                &mut dxb[ch * h * w..(ch + 1) * h * w],
+                                &mut dw[ch * geom.taps..(ch + 1) * geom.taps],
+                            );
+                            continue;
+                        }
                         geom.depthwise_back(
                             &xb[ch * h * w..(ch + 1) * h * w],
                             &weight[ch * geom.taps..(ch + 1) * geom.taps],
@@ -786,23 +1050,6 @@ fn sum_lanes(a: &[f32]) -> f64 {
     acc.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(rest)
 }
 
-/// Sum of `(v - mean)^2` over a slice in 8 `f32` lanes, as `f64`.
-fn sq_dev_lanes(a: &[f32], mean: f32) -> f64 {
-    let mut acc = [0f32; 8];
-    let chunks = a.chunks_exact(8);
-    let rest: f32 = chunks
-        .remainder()
-        .iter()
-        .map(|v| (v - mean) * (v - mean))
-        .sum();
-    for c in chunks {
-        for (l, v) in acc.iter_mut().zip(c) {
-            *l += (v - mean) * (v - mean);
-        }
-    }
-    acc.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(rest)
-}
-
 /// Dot product of two slices in 8 `f32` lanes, returned as `f64`.
 fn dot_lanes(a: &[f32], b: &[f32]) -> f64 {
     let mut acc = [0f32; 8];
@@ -824,19 +1071,111 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f64 {
 /// Per channel of `[N, C, spatial]` data, the sum of `a` and of `a * b`
 /// over the batch and the plane (plane sums in `f32` lanes, added in `f64`).
 fn channel_sums2(a: &[f32], b: &[f32], c: usize, spatial: usize) -> (Vec<f64>, Vec<f64>) {
-    let batch = a.len() / (c * spatial).max(1);
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut s, mut d) = (0.0f64, 0.0f64);
-            for n in 0..batch {
-                let at = (n * c + ch) * spatial;
-                s += sum_lanes(&a[at..at + spatial]);
-                d += dot_lanes(&a[at..at + spatial], &b[at..at + spatial]);
+    per_channel(a, b, c, spatial, |a, b| (sum_lanes(a), dot_lanes(a, b)))
+}
+
+/// Per channel of `[N, C, spatial]` data, the sums over the batch of
+/// `plane(a_plane, b_plane)`. Images are read in memory order (a channel's
+/// planes are far apart: reading them channel by channel, a small plane at
+/// a time, made a training step 4% slower), summed per fixed chunk
+/// of images, then the chunks in order, so the result does not depend on
+/// the number of threads.
+fn per_channel(
+    a: &[f32],
+    b: &[f32],
+    c: usize,
+    spatial: usize,
+    plane: impl Fn(&[f32], &[f32]) -> (f64, f64) + Sync,
+) -> (Vec<f64>, Vec<f64>) {
+    let item = (c * spatial).max(1);
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = a
+        .par_chunks(CONV_CHUNK * item)
+        .zip(b.par_chunks(CONV_CHUNK * item))
+        .map(|(ac, bc)| {
+            let (mut s, mut d) = (vec![0.0f64; c], vec![0.0f64; c]);
+            for (ai, bi) in ac.chunks(item).zip(bc.chunks(item)) {
+                for (ch, (s, d)) in s.iter_mut().zip(&mut d).enumerate() {
+                    let at = ch * spatial;
+                    let (ps, pd) = plane(&ai[at..at + spatial], &bi[at..at + spatial]);
+                    *s += ps;
+                    *d += pd;
+                }
             }
             (s, d)
         })
-        .unzip()
+        .collect();
+    let (mut s, mut d) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for (ps, pd) in parts {
+        s.iter_mut().zip(ps).for_each(|(t, v)| *t += v);
+        d.iter_mut().zip(pd).for_each(|(t, v)| *t += v);
+    }
+    (s, d)
+}
+
+/// Per channel of `[N, C, spatial]` data, the mean and the (biased)
+/// variance in one pass over memory: sums of `v - k` and `(v - k)^2` with
+/// `k` the channel's first value, so a large mean does not cancel the
+/// variance away.
+fn channel_moments(x: &[f32], c: usize, spatial: usize) -> (Vec<f64>, Vec<f64>) {
+    let shift: Vec<f32> = (0..c)
+        .map(|ch| x.get(ch * spatial).copied().unwrap_or(0.0))
+        .collect();
+    let item = (c * spatial).max(1);
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = x
+        .par_chunks(CONV_CHUNK * item)
+        .map(|xc| {
+            let (mut s, mut q) = (vec![0.0f64; c], vec![0.0f64; c]);
+            for xi in xc.chunks(item) {
+                for ch in 0..c {
+                    let (ps, pq) = shifted_sums(&xi[ch * spatial..(ch + 1) * spatial], shift[ch]);
+                    s[ch] += ps;
+                    q[ch] += pq;
+                }
+            }
+            (s, q)
+        })
+        .collect();
+    let (mut s, mut q) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for (ps, pq) in parts {
+        s.iter_mut().zip(ps).for_each(|(t, v)| *t += v);
+        q.iter_mut().zip(pq).for_each(|(t, v)| *t += v);
+    }
+    let m = (x.len() / item * spatial).max(1) as f64;
+    let mean = (0..c).map(|ch| f64::from(shift[ch]) + s[ch] / m).collect();
+    let var = (0..c)
+        .map(|ch| (q[ch] / m - (s[ch] / m).powi(2)).max(0.0))
+        .collect();
+    (mean, var)
+}
+
+/// Sums of `v - k` and `(v - k)^2` over a slice in 8 `f32` lanes, as `f64`.
+fn shifted_sums(a: &[f32], k: f32) -> (f64, f64) {
+    let (mut s, mut q) = ([0f32; 8], [0f32; 8]);
+    let chunks = a.chunks_exact(8);
+    let (mut rs, mut rq) = (0.0f32, 0.0f32);
+    for v in chunks.remainder() {
+        let d = v - k;
+        rs += d;
+        rq += d * d;
+    }
+    for c in chunks {
+        for ((s, q), v) in s.iter_mut().zip(&mut q).zip(c) {
+            let d = v - k;
+            *s += d;
+            *q += d * d;
+        }
+    }
+    let total = |l: [f32; 8], r: f32| l.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(r);
+    (total(s, rs), total(q, rq))
+}
+
+/// The values go to the network's spare buffers, for its next forward pass.
+impl Drop for Tape<'_> {
+    fn drop(&mut self) {
+        self.net
+            .spare
+            .keep(self.values.drain(..).flatten().collect());
+    }
 }
 
 impl Tape<'_> {
@@ -923,6 +1262,11 @@ impl Tape<'_> {
             };
             let x = val(s.inputs[0])?;
             let y = val(i)?;
+            let g = if s.relu {
+                zip_in_place(g, y, |g, y| if y > 0.0 { g } else { 0.0 })
+            } else {
+                g
+            };
             let mut add_w =
                 |key: WeightKey, data: Vec<f32>, shape: Vec<usize>| -> Result<(), TrainError> {
                     let t = Tensor::new(shape, data)
@@ -995,35 +1339,36 @@ impl Tape<'_> {
                         vec![c],
                     )?;
                     let m = (self.batch * spatial) as f64;
-                    let mut dx = vec![0.0f32; g.len()];
-                    dx.par_chunks_mut(spatial).enumerate().for_each(|(bc, pl)| {
-                        let ch = bc % c;
-                        let scale = gamma[ch] * inv_std[ch];
-                        let (gs, xs) =
-                            (&g[bc * spatial..][..spatial], &x[bc * spatial..][..spatial]);
-                        if train {
-                            let (mg, mgx) = ((sum_g[ch] / m) as f32, (sum_gx[ch] / m) as f32);
-                            let (mu, is) = (mean[ch], inv_std[ch]);
-                            for ((d, &gv), &xv) in pl.iter_mut().zip(gs).zip(xs) {
-                                *d = scale * (gv - mg - (xv - mu) * is * mgx);
+                    // The input gradient overwrites `g` (each element reads
+                    // only its own `g`): no new buffer to zero and fill.
+                    let mut dx = g;
+                    dx.par_chunks_mut(spatial)
+                        .zip(x.par_chunks(spatial))
+                        .enumerate()
+                        .for_each(|(bc, (pl, xs))| {
+                            let ch = bc % c;
+                            let scale = gamma[ch] * inv_std[ch];
+                            if train {
+                                let (mg, mgx) = ((sum_g[ch] / m) as f32, (sum_gx[ch] / m) as f32);
+                                let (mu, is) = (mean[ch], inv_std[ch]);
+                                for (d, &xv) in pl.iter_mut().zip(xs) {
+                                    *d = scale * (*d - mg - (xv - mu) * is * mgx);
+                                }
+                            } else {
+                                pl.iter_mut().for_each(|d| *d *= scale);
                             }
-                        } else {
-                            for (d, &gv) in pl.iter_mut().zip(gs) {
-                                *d = scale * gv;
-                            }
-                        }
-                    });
+                        });
                     vec![dx]
                 }
-                Op::Relu => vec![zip_map(&g, y, |g, y| if y > 0.0 { g } else { 0.0 })],
-                Op::Relu6 => vec![zip_map(
-                    &g,
+                Op::Relu => vec![zip_in_place(g, y, |g, y| if y > 0.0 { g } else { 0.0 })],
+                Op::Relu6 => vec![zip_in_place(
+                    g,
                     y,
                     |g, y| if y > 0.0 && y < 6.0 { g } else { 0.0 },
                 )],
-                Op::Sigmoid => vec![zip_map(&g, y, |g, y| g * y * (1.0 - y))],
+                Op::Sigmoid => vec![zip_in_place(g, y, |g, y| g * y * (1.0 - y))],
                 // Slope 1/6 where the clamp is open (0 < y < 1).
-                Op::HardSigmoid => vec![zip_map(&g, y, |g, y| {
+                Op::HardSigmoid => vec![zip_in_place(g, y, |g, y| {
                     if y > 0.0 && y < 1.0 {
                         g / 6.0
                     } else {
@@ -1032,7 +1377,7 @@ impl Tape<'_> {
                 })],
                 // d/dx x * relu6(x + 3) / 6: 0 below -3, 1 above 3,
                 // (2x + 3) / 6 between.
-                Op::HardSwish => vec![zip_map(&g, x, |g, x| {
+                Op::HardSwish => vec![zip_in_place(g, x, |g, x| {
                     if x <= -3.0 {
                         0.0
                     } else if x >= 3.0 {
@@ -1299,4 +1644,136 @@ pub fn softmax_cross_entropy(
     let grad = Tensor::new(logits.shape().to_vec(), grad)
         .map_err(|e| TrainError::Internal(e.to_string()))?;
     Ok((loss / n as f64, grad, correct))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    fn close(what: &str, fast: &[f32], reference: &[f32]) {
+        assert_eq!(fast.len(), reference.len(), "{what}: lengths");
+        let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in fast.iter().zip(reference).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{what}[{i}]: {a} vs the reference {b}"
+            );
+        }
+    }
+
+    /// ReLUs folded into the add or batch norm before them give exactly the
+    /// unfused network's outputs and gradients, in both modes.
+    #[test]
+    fn fused_relus_change_nothing() {
+        let spec = shufflekit_spec::Spec::parse_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../specs/shufflenet_v1.yaml"
+        )))
+        .unwrap();
+        let set = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let graph = spec
+            .build(&[
+                set("groups", "2"),
+                set("width", "0.25"),
+                set("resolution", "12"),
+                set("channels", "1"),
+                set("classes", "4"),
+                set("small_input", "true"),
+                set("shallow", "true"),
+            ])
+            .unwrap();
+        let fused = Network::new(&graph).unwrap();
+        let plain = Network::build(&graph, false).unwrap();
+        let relus = |n: &Network| n.steps.iter().filter(|s| s.op == Op::Relu).count();
+        let folded = fused.steps.iter().filter(|s| s.relu).count();
+        assert!(folded > 10, "{folded} ReLUs folded");
+        assert_eq!(relus(&fused) + folded, relus(&plain));
+        let w = shufflekit_ir::weights::Weights::init(
+            &graph,
+            &shufflekit_ir::weights::InitOptions {
+                seed: 2,
+                randomize_batch_norm: true,
+            },
+        );
+        let x = shufflekit_ir::input::random_input(fused.input_shape(), 5, 3).unwrap();
+        for mode in [Mode::Train, Mode::Eval] {
+            let run = |net: &Network| {
+                let tape = net.forward(&w, &x, mode).unwrap();
+                let out = tape.output().unwrap();
+                let (_, d, _) = softmax_cross_entropy(&out, &[0, 1, 2, 3, 0]).unwrap();
+                let grads = tape.backward(&w, &d).unwrap();
+                (out, grads.weights, grads.input)
+            };
+            assert_eq!(run(&fused), run(&plain), "{mode:?}");
+        }
+    }
+
+    /// The 3x3 stencil against the per-tap loops of the other depthwise
+    /// convolutions, on planes from 1x1 up.
+    #[test]
+    fn depthwise_stencil_matches_the_tap_loops() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        for case in 0..20 {
+            let (h, w) = (1 + case % 6, 1 + (case * 7) % 9);
+            let mut p = Conv2d::new(1, 3);
+            p.padding = [1, 1];
+            let geometry = p.geometry(&Shape::chw(1, h, w)).unwrap();
+            let mut stencil = Stencil3::new(&geometry).expect("a 3x3 stride-1 depthwise");
+            let geom = ConvGeom::new(&geometry);
+            let (x, wt) = (random(&mut rng, h * w), random(&mut rng, 9));
+            let (mut y, mut want) = (random(&mut rng, h * w), Vec::new());
+            want.clone_from(&y);
+            stencil.forward(&x, &wt, &mut y);
+            geom.depthwise(&x, &wt, &mut want);
+            close("y", &y, &want);
+            let gy = random(&mut rng, h * w);
+            let (mut dx, mut dw) = (vec![0.5; h * w], vec![0.25; 9]);
+            let (mut rdx, mut rdw) = (dx.clone(), dw.clone());
+            stencil.backward(&x, &wt, &gy, &mut dx, &mut dw);
+            geom.depthwise_back(&x, &wt, &gy, &mut rdx, &mut rdw);
+            close("dx", &dx, &rdx);
+            close("dw", &dw, &rdw);
+        }
+    }
+
+    /// The direct 1x1 kernels, with every instruction-set tier this CPU
+    /// runs, against the im2col path (itself checked by finite differences
+    /// in tests/gradients.rs): same outputs and gradients on random groups,
+    /// channels, planes and batch sizes that are and are not multiples of
+    /// the chunk.
+    #[test]
+    fn pointwise_kernels_match_the_im2col_path() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for case in 0..24 {
+            let groups = rng.random_range(1..=4);
+            let (cin_g, cout_g) = (rng.random_range(1..=9), rng.random_range(1..=9));
+            let (h, w) = (rng.random_range(1..=9), rng.random_range(1..=9));
+            let batch = [1, 3, CONV_CHUNK, CONV_CHUNK + 5][case % 4];
+            let mut p = Conv2d::new(groups * cout_g, 1);
+            p.groups = groups;
+            let shape = Shape::chw(groups * cin_g, h, w);
+            let geometry = p.geometry(&shape).unwrap();
+            assert!(geometry.is_pointwise());
+            let x = random(&mut rng, batch * shape.numel());
+            let wt = random(&mut rng, groups * cout_g * cin_g);
+            let gy = random(&mut rng, batch * geometry.out_channels * h * w);
+            let reference = general_conv_forward(&x, batch, &geometry, &wt);
+            let (rdx, rdw) = general_conv_backward(&x, batch, &geometry, &wt, &gy);
+            for isa in Isa::supported() {
+                // A buffer of NaNs: the kernel must write every element.
+                let dirty = vec![f32::NAN; gy.len()];
+                let y = pointwise_forward(&x, batch, &geometry, &wt, dirty, isa);
+                close(&format!("{isa:?} y"), &y, &reference);
+                let (dx, dw) = pointwise_backward(&x, batch, &geometry, &wt, &gy, isa);
+                close(&format!("{isa:?} dx"), &dx, &rdx);
+                close(&format!("{isa:?} dw"), &dw, &rdw);
+            }
+        }
+    }
 }

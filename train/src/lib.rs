@@ -40,6 +40,7 @@ pub mod grad;
 mod kernels;
 pub mod optim;
 pub mod proxy;
+mod small_gemm;
 
 use std::path::PathBuf;
 

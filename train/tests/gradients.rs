@@ -181,6 +181,45 @@ fn conv_gradients_random_shapes_groups_strides() {
     }
 }
 
+/// 1x1 stride-1 convolutions take the direct kernels (no im2col); batches
+/// of 1 and of more than one chunk of images.
+#[test]
+fn pointwise_conv_gradients() {
+    for (i, (groups, cin_g, cout_g, batch)) in
+        [(1, 3, 5, 2), (3, 2, 4, 1), (2, 5, 1, 11), (4, 1, 3, 3)]
+            .into_iter()
+            .enumerate()
+    {
+        let mut p = Conv2d::new(groups * cout_g, 1);
+        p.groups = groups;
+        p.bias = i % 2 == 0;
+        let g = single("pointwise", Shape::chw(groups * cin_g, 5, 3), Op::Conv2d(p));
+        check(&g, Mode::Train, batch, 40 + i as u64, 10);
+    }
+}
+
+/// batch norm -> relu and add -> relu, which the network folds into one
+/// step each.
+#[test]
+fn folded_relu_gradients() {
+    let mut g = Graph::new("folded");
+    let x = g
+        .add(Op::Input(Shape::chw(3, 4, 5)), "input", &[], None)
+        .unwrap();
+    let bn = g
+        .add(Op::BatchNorm(BatchNorm::default()), "bn", &[x], None)
+        .unwrap();
+    let r1 = g.add(Op::Relu, "relu1", &[bn], None).unwrap();
+    let conv = g
+        .add(Op::Conv2d(Conv2d::new(3, 1)), "conv", &[r1], None)
+        .unwrap();
+    let add = g.add(Op::Add, "add", &[x, conv], None).unwrap();
+    g.add(Op::Relu, "relu2", &[add], None).unwrap();
+    for mode in [Mode::Train, Mode::Eval] {
+        check(&g, mode, 3, 21, 12);
+    }
+}
+
 #[test]
 fn depthwise_conv_gradients() {
     for (stride, pad, dil) in [(1, 1, 1), (2, 1, 1), (2, 2, 2), (1, 0, 1)] {
@@ -489,6 +528,26 @@ fn inference_mode_matches_the_reference_evaluator() {
     let reference = shufflekit_ir::eval::evaluate(&g, &w, &x).unwrap();
     let diff = ours.max_abs_diff(&reference).unwrap();
     assert!(diff <= 1e-4 * reference.max_abs().max(1.0), "{diff}");
+}
+
+/// A network reuses the buffers of its last tape: its passes after the
+/// first must give exactly what a fresh network gives.
+#[test]
+fn reused_buffers_do_not_change_results() {
+    let g = tiny_shufflenet(true);
+    let w = Weights::init(&g, &InitOptions::default());
+    let labels: Vec<u32> = (0..6).map(|i| i % 5).collect();
+    let step = |net: &Network, seed: u64| {
+        let x = shufflekit_ir::input::random_input(net.input_shape(), 6, seed).unwrap();
+        let tape = net.forward(&w, &x, Mode::Train).unwrap();
+        let out = tape.output().unwrap();
+        let (_, d, _) = softmax_cross_entropy(&out, &labels).unwrap();
+        (out, tape.backward(&w, &d).unwrap().weights)
+    };
+    let used = Network::new(&g).unwrap();
+    step(&used, 1);
+    step(&used, 2);
+    assert_eq!(step(&used, 3), step(&Network::new(&g).unwrap(), 3));
 }
 
 #[test]
