@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 mod codegen;
+mod isa;
 mod lower;
 mod model;
 mod object;
@@ -42,7 +43,10 @@ pub mod peak;
 mod plan;
 mod target;
 mod team;
+#[cfg(target_arch = "x86_64")]
+mod wide;
 
+pub use isa::{Isa, UnknownIsa};
 pub use model::{CompileOptions, CompileStats, LayerInfo, Model};
 pub use object::{compile_object, ObjectFile, ObjectOptions, OBJECT_TARGETS};
 pub use target::TargetError;
@@ -123,6 +127,14 @@ pub enum JitError {
     /// The worker threads of a multi-threaded model could not be started.
     #[error("cannot start threads: {0}")]
     Threads(#[source] std::io::Error),
+    /// A vector tier was forced that the host cannot run.
+    #[error("the host cannot run isa {isa} (it runs: {host})")]
+    IsaUnsupported {
+        /// The tier asked for.
+        isa: Isa,
+        /// The tiers the host runs.
+        host: String,
+    },
     /// The host (or the requested target) is not supported by Cranelift.
     #[error("code generation target: {0}")]
     Target(#[from] TargetError),
@@ -172,7 +184,7 @@ pub fn emit(graph: &Graph, what: Emit, options: &CompileOptions) -> Result<Strin
     let plan = model::plan_checked(graph, options)?;
     let target = target::Target::host()?;
     let kernels = codegen::Kernels::of(&plan);
-    let functions = kernels.functions(&target);
+    let functions = kernels.functions(&target, model::isa_checked(options)?);
     let mut out = String::new();
     let texts: Vec<String> = match what {
         Emit::Clif => functions.iter().map(|f| f.display().to_string()).collect(),
