@@ -85,6 +85,39 @@ fn kind_name(k: LayerKind) -> &'static str {
     }
 }
 
+/// The CPU model and its vector flags (from `/proc/cpuinfo` on Linux),
+/// printed with every benchmark so figures can be compared across hosts.
+fn cpu_line() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let flags: Vec<String> = field("flags")
+        .or_else(|| field("Features"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|f| {
+            ["sse4_2", "avx", "fma", "asimd", "neon"]
+                .iter()
+                .any(|p| f.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect();
+    format!(
+        "{model}; vector flags: {}; tiers: {}",
+        flags.join(" "),
+        Isa::host_tiers()
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
 /// `shufflekit bench`.
 pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let graph = crate::load(&args.spec)?;
@@ -110,6 +143,8 @@ pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()
         args.engine.name(),
         args.threads
     )?;
+
+    writeln!(out, "cpu: {}", cpu_line())?;
 
     let mut model = None;
     match args.engine {

@@ -160,66 +160,72 @@ pub(crate) unsafe extern "C" fn pointwise_avx512(
 /// tile keeps 24 accumulators of the 32 registers.
 const NV512: usize = 4;
 
+/// Pixels `p0..p0 + n` of one tile: blocks of `NV512` vectors, then one
+/// block of the vectors left (the last one masked).
 #[target_feature(enable = "avx512f")]
 fn tile512<const M: usize>(j: &TileJob) {
-    let w = j.blk;
-    // SAFETY (whole function): weights, bias and offsets are the tile's
-    // packed block; pixels stay inside `p0..p0 + n` of the plane (full
-    // vectors, then masked ones).
-    let bias: [__m512; M] =
-        std::array::from_fn(|c| unsafe { _mm512_set1_ps(*w.add(j.cin * M + c)) });
-    let offs: [usize; M] =
-        std::array::from_fn(|c| unsafe { (*w.add(j.cin * M + M + c)).to_bits() as usize / 4 });
     let end = j.p0 + j.n;
     let mut p = j.p0;
-    let epilogue = |v: __m512, c: usize, p: usize, mask: __mmask16| unsafe {
-        let at = offs[c] + p;
-        let mut v = _mm512_add_ps(v, bias[c]);
-        if !j.res.is_null() {
-            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, j.res.add(at)));
-        }
-        v = match j.act {
-            1 => _mm512_max_ps(v, _mm512_setzero_ps()),
-            2 => _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(6.0)),
-            _ => v,
-        };
-        _mm512_mask_storeu_ps(j.out.add(at), mask, v);
-    };
     while p + 16 * NV512 <= end {
-        let mut acc = [[_mm512_setzero_ps(); NV512]; M];
-        for ic in 0..j.cin {
-            let xs: [__m512; NV512] = std::array::from_fn(|v| unsafe {
-                _mm512_loadu_ps(j.x.add(ic * j.plane + p + 16 * v))
-            });
-            for (c, accc) in acc.iter_mut().enumerate() {
-                let wv = unsafe { _mm512_set1_ps(*w.add(ic * M + c)) };
-                for v in 0..NV512 {
-                    accc[v] = _mm512_fmadd_ps(wv, xs[v], accc[v]);
-                }
-            }
-        }
-        for (c, accc) in acc.iter().enumerate() {
-            for (v, &a) in accc.iter().enumerate() {
-                epilogue(a, c, p + 16 * v, !0);
-            }
-        }
+        block512::<M, NV512>(j, p, 16 * NV512);
         p += 16 * NV512;
     }
-    while p < end {
-        let k = (end - p).min(16);
-        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
-        let mut acc = [_mm512_setzero_ps(); M];
-        for ic in 0..j.cin {
-            let xv = unsafe { _mm512_maskz_loadu_ps(mask, j.x.add(ic * j.plane + p)) };
-            for (c, a) in acc.iter_mut().enumerate() {
-                let wv = unsafe { _mm512_set1_ps(*w.add(ic * M + c)) };
-                *a = _mm512_fmadd_ps(wv, xv, *a);
+    match (end - p).div_ceil(16) {
+        0 => {}
+        1 => block512::<M, 1>(j, p, end - p),
+        2 => block512::<M, 2>(j, p, end - p),
+        3 => block512::<M, 3>(j, p, end - p),
+        _ => block512::<M, 4>(j, p, end - p),
+    }
+}
+
+/// One register block: `M` channels x `NV` vectors of 16 pixels from
+/// `p`, of which the first `valid` are inside the row (lanes past it are
+/// masked: neither loaded nor stored).
+#[target_feature(enable = "avx512f")]
+fn block512<const M: usize, const NV: usize>(j: &TileJob, p: usize, valid: usize) {
+    let w = j.blk;
+    let masks: [__mmask16; NV] = std::array::from_fn(|v| {
+        let k = valid.saturating_sub(16 * v).min(16);
+        if k == 16 {
+            !0
+        } else {
+            (1u16 << k) - 1
+        }
+    });
+    // SAFETY (whole function): weights, bias and offsets are the tile's
+    // packed block; every pixel access is masked to `p..p + valid`,
+    // inside the row.
+    let mut acc = [[_mm512_setzero_ps(); NV]; M];
+    for ic in 0..j.cin {
+        let row = unsafe { j.x.add(ic * j.plane + p) };
+        let xs: [__m512; NV] =
+            std::array::from_fn(|v| unsafe { _mm512_maskz_loadu_ps(masks[v], row.add(16 * v)) });
+        for (c, accc) in acc.iter_mut().enumerate() {
+            let wv = unsafe { _mm512_set1_ps(*w.add(ic * M + c)) };
+            for v in 0..NV {
+                accc[v] = _mm512_fmadd_ps(wv, xs[v], accc[v]);
             }
         }
-        for (c, &a) in acc.iter().enumerate() {
-            epilogue(a, c, p, mask);
+    }
+    for (c, accc) in acc.iter().enumerate() {
+        let bias = unsafe { _mm512_set1_ps(*w.add(j.cin * M + c)) };
+        let off = unsafe { (*w.add(j.cin * M + M + c)).to_bits() as usize / 4 };
+        for (v, &a) in accc.iter().enumerate() {
+            let at = off + p + 16 * v;
+            let mut val = _mm512_add_ps(a, bias);
+            if !j.res.is_null() {
+                val = _mm512_add_ps(val, unsafe {
+                    _mm512_maskz_loadu_ps(masks[v], j.res.add(at))
+                });
+            }
+            val = match j.act {
+                1 => _mm512_max_ps(val, _mm512_setzero_ps()),
+                2 => _mm512_min_ps(_mm512_max_ps(val, _mm512_setzero_ps()), _mm512_set1_ps(6.0)),
+                _ => val,
+            };
+            unsafe { _mm512_mask_storeu_ps(j.out.add(at), masks[v], val) };
         }
-        p += k;
     }
 }
 
