@@ -64,6 +64,7 @@ struct TileJob {
 /// # Safety
 /// The pointers and `shape` must describe buffers as the packer and the
 /// plan lay them out, `0 <= lo <= hi <= units`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn for_tiles(
     out: *mut f32,
     x: *const f32,

@@ -421,8 +421,8 @@ fn pointwise_tails_match_reference_on_every_tier() {
                 bias: true,
                 activation: [Activation::None, Activation::Relu, Activation::Relu6]
                     [case as usize % 3],
-                residual: case % 2 == 0,
-                order: case % 3 != 0,
+                residual: case.is_multiple_of(2),
+                order: !case.is_multiple_of(3),
                 batch: 1 + (case % 2) as usize,
                 threads: 1,
                 seed: case,
