@@ -14,7 +14,7 @@ use shufflekit_ir::input::random_input;
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::Graph;
-use shufflekit_jit::{CompileOptions, Model};
+use shufflekit_jit::{CompileOptions, Isa, Model};
 
 use crate::run::Engine;
 use crate::SpecArgs;
@@ -39,6 +39,15 @@ pub(crate) struct BenchArgs {
     /// Weights (safetensors); without it they are initialised from seed 0.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// JIT engine: the vector tier (sse, avx2, avx512; default the widest
+    /// the CPU has).
+    #[arg(long, value_name = "TIER", value_parser = parse_isa)]
+    isa: Option<Isa>,
+}
+
+/// `--isa`: a tier name.
+pub(crate) fn parse_isa(s: &str) -> Result<Isa, shufflekit_jit::UnknownIsa> {
+    s.parse()
 }
 
 /// The JIT engine of `shufflekit run`: optimise, compile, run.
@@ -46,9 +55,14 @@ pub(crate) fn jit_evaluate(
     graph: &Graph,
     weights: &Weights,
     input: &Tensor,
+    isa: Option<Isa>,
 ) -> anyhow::Result<Tensor> {
     let (graph, weights) = shufflekit_jit::optimize(graph, weights)?;
-    let mut model = Model::compile(&graph, &weights, &CompileOptions::default())?;
+    let options = CompileOptions {
+        isa,
+        ..CompileOptions::default()
+    };
+    let mut model = Model::compile(&graph, &weights, &options)?;
     Ok(model.run(input)?)
 }
 
@@ -69,6 +83,39 @@ fn kind_name(k: LayerKind) -> &'static str {
         LayerKind::Linear => "linear",
         LayerKind::Other => "other",
     }
+}
+
+/// The CPU model and its vector flags (from `/proc/cpuinfo` on Linux),
+/// printed with every benchmark so figures can be compared across hosts.
+fn cpu_line() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let flags: Vec<String> = field("flags")
+        .or_else(|| field("Features"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|f| {
+            ["sse4_2", "avx", "fma", "asimd", "neon"]
+                .iter()
+                .any(|p| f.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect();
+    format!(
+        "{model}; vector flags: {}; tiers: {}",
+        flags.join(" "),
+        Isa::host_tiers()
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
 }
 
 /// `shufflekit bench`.
@@ -97,6 +144,8 @@ pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()
         args.threads
     )?;
 
+    writeln!(out, "cpu: {}", cpu_line())?;
+
     let mut model = None;
     match args.engine {
         Engine::Reference => {}
@@ -106,20 +155,23 @@ pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()
             let passes = start.elapsed();
             let options = CompileOptions {
                 threads: args.threads as usize,
+                isa: args.isa,
                 ..CompileOptions::default()
             };
             let m = Model::compile(&opt_graph, &opt_weights, &options)?;
             let s = m.stats();
             writeln!(
                 out,
-                "compile: {:.1} ms (passes {:.1} ms + code generation and weight packing {:.1} ms); {} layers, {} distinct functions, {} KiB of code, fma {}",
+                "compile: {:.1} ms (passes {:.1} ms + code generation and weight packing {:.1} ms); {} layers, {} distinct functions, {} KiB of code, fma {}, isa {} ({} bits)",
                 ms(passes + s.compile_time),
                 ms(passes),
                 ms(s.compile_time),
                 s.layers,
                 s.functions,
                 s.code_bytes / 1024,
-                if s.fma { "yes" } else { "no" }
+                if s.fma { "yes" } else { "no" },
+                s.isa,
+                s.isa.bits()
             )?;
             model = Some(m);
         }
@@ -169,8 +221,8 @@ pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()
     // (so it does not warm the caches or the clock for them).
     let peak = model
         .as_ref()
-        .and_then(|_| shufflekit_jit::peak::measure(args.threads as usize).ok())
-        .map(|p| (p.gmacs, p.fma));
+        .and_then(|m| shufflekit_jit::peak::measure_isa(args.threads as usize, m.stats().isa).ok())
+        .map(|p| (p.gmacs, p.fma, p.isa));
     if let Some(m) = &model {
         // Per layer: the median of its profiled times; summed per kind.
         let layers = m.layers();
@@ -210,16 +262,17 @@ pub(crate) fn bench(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<()
                 rate
             )?;
             match peak {
-                Some((p, _)) if *m > 0 => writeln!(out, "  {:>7.1}%", 100.0 * rate / p)?,
+                Some((p, ..)) if *m > 0 => writeln!(out, "  {:>7.1}%", 100.0 * rate / p)?,
                 _ => writeln!(out)?,
             }
         }
-        if let Some((p, fma)) = peak {
+        if let Some((p, fma, isa)) = peak {
             writeln!(
                 out,
-                "peak measured: {p:.1} G multiply-adds/s on {} thread(s) ({:.1} GFLOP/s): a loop of independent 128-bit {}",
+                "peak measured: {p:.1} G multiply-adds/s on {} thread(s) ({:.1} GFLOP/s): a loop of independent {}-bit {}",
                 args.threads,
                 2.0 * p,
+                isa.bits(),
                 if fma { "FMAs" } else { "multiplies and adds (no FMA on this CPU)" }
             )?;
         }

@@ -47,6 +47,10 @@ pub(crate) struct RunArgs {
     /// The engine that evaluates the network.
     #[arg(long, value_enum, default_value_t = Engine::Jit)]
     engine: Engine,
+    /// JIT engine: the vector tier (sse, avx2, avx512; default the widest
+    /// the CPU has).
+    #[arg(long, value_name = "TIER", value_parser = crate::bench::parse_isa)]
+    isa: Option<shufflekit_jit::Isa>,
     /// Image inputs: per-channel mean (default ImageNet's 0.485,0.456,0.406).
     #[arg(
         long,
@@ -100,9 +104,15 @@ impl Engine {
         }
     }
 
-    fn evaluate(self, graph: &Graph, weights: &Weights, input: &Tensor) -> anyhow::Result<Tensor> {
+    fn evaluate(
+        self,
+        graph: &Graph,
+        weights: &Weights,
+        input: &Tensor,
+        isa: Option<shufflekit_jit::Isa>,
+    ) -> anyhow::Result<Tensor> {
         match self {
-            Engine::Jit => crate::bench::jit_evaluate(graph, weights, input),
+            Engine::Jit => crate::bench::jit_evaluate(graph, weights, input, isa),
             Engine::Reference => Ok(eval::evaluate(graph, weights, input)?),
         }
     }
@@ -126,7 +136,7 @@ pub(crate) fn run(args: &RunArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let start = Instant::now();
     let output = args
         .engine
-        .evaluate(&graph, &weights, &input)
+        .evaluate(&graph, &weights, &input, args.isa)
         .with_context(|| format!("evaluating `{}` on {source}", graph.name))?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
 

@@ -302,3 +302,40 @@ fn bench_reports_latency_throughput_per_kind_and_a_measured_peak() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stdout(&o).contains("peak measured"), "{}", stdout(&o));
 }
+
+#[test]
+fn isa_forces_a_tier_and_bench_prints_its_peak() {
+    for isa in shufflekit_jit::Isa::host_tiers() {
+        let mut args = vec!["bench"];
+        args.extend_from_slice(&SMALL);
+        args.extend_from_slice(&["--iters", "2", "--isa", isa.name()]);
+        let o = shufflekit(&args);
+        assert!(o.status.success(), "{isa}: {}", stderr(&o));
+        let out = stdout(&o);
+        for needle in [
+            format!("isa {isa} ({} bits)", isa.bits()),
+            format!("independent {}-bit", isa.bits()),
+            "cpu: ".to_string(),
+        ] {
+            assert!(out.contains(&needle), "no `{needle}` in:\n{out}");
+        }
+        let o = run(&["--random-input", "--isa", isa.name()]);
+        assert!(o.status.success(), "run --isa {isa}: {}", stderr(&o));
+    }
+    for isa in shufflekit_jit::Isa::ALL
+        .into_iter()
+        .filter(|i| !i.supported())
+    {
+        fails_with(
+            &run(&["--random-input", "--isa", isa.name()]),
+            "the host cannot run isa",
+        );
+    }
+    let o = run(&["--random-input", "--isa", "avx1024"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown isa `avx1024`"),
+        "{}",
+        stderr(&o)
+    );
+}

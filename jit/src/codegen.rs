@@ -11,6 +11,7 @@ use cranelift_codegen::ir::Function;
 use cranelift_codegen::Context;
 use rayon::prelude::*;
 
+use crate::isa::Isa;
 use crate::plan::{Kernel, Plan};
 use crate::target::Target;
 use crate::{lower, JitError};
@@ -39,13 +40,14 @@ impl Kernels {
         Kernels { distinct, of_layer }
     }
 
-    /// The Cranelift IR of every distinct kernel.
-    pub fn functions(&self, target: &Target) -> Vec<Function> {
+    /// The Cranelift IR of every distinct kernel, with the full-width
+    /// kernels of tier `isa` where it has them.
+    pub fn functions(&self, target: &Target, isa: Isa) -> Vec<Function> {
         let frontend = target.isa.frontend_config();
         self.distinct
             .par_iter()
             .enumerate()
-            .map(|(i, (k, n))| lower::lower(k, *n, target.features, frontend, i as u32))
+            .map(|(i, (k, n))| lower::lower(k, *n, target.features, isa, frontend, i as u32))
             .collect()
     }
 }

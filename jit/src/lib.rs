@@ -9,6 +9,39 @@
 //! dense NCHW in one arena; weights are packed once into the kernels'
 //! layout and passed by pointer, so new weights need no recompilation.
 //!
+//! **Vector tiers** ([`Isa`]). Cranelift 0.135 has only 128-bit vectors.
+//! On x86-64 hosts with AVX2+FMA or AVX-512F, pointwise (1x1, stride 1,
+//! unpadded) convolutions, the bulk of ShuffleNet's multiply-adds, run in
+//! `std::arch` kernels (`wide.rs`, `#[target_feature]` functions) that
+//! the layer's Cranelift function calls with its shapes as constant
+//! arguments; they read the same packed weights and cover the same work
+//! units, with the same fused epilogue (bias, residual, activation,
+//! channel order), and do their row tails with masked loads and stores.
+//! Every other layer, AArch64, and object files keep the 128-bit code.
+//! The tier is the widest the host has unless [`CompileOptions::isa`]
+//! forces one (the tests run every tier the host has).
+//!
+//! Why `std::arch` rather than a run-time assembler (`iced-x86`'s
+//! `code_asm`, with bytes placed by `define_function_bytes`): the kernels
+//! read as ordinary Rust, LLVM allocates the 24 accumulators and schedules
+//! them, there is no new dependency, and the shapes the assembler would
+//! bake in (channels per group, pixels per row) are loop bounds that cost
+//! little at run time. The assembler spike was not built in this step, so
+//! the comparison is by reading, not by measurement. Measured on the
+//! pointwise tile alone (`bench/isa-pointwise.sh 5`: `shufflekit bench`
+//! of one-layer specs, 1 thread, the tiers interleaved in 5 rounds,
+//! medians of the bench's pointwise G MAC/s; a 2-vCPU Xeon with AVX-512,
+//! load average about 7):
+//!
+//! | layer | sse (f32x4) | avx2 | avx512 |
+//! |---|---:|---:|---:|
+//! | 240 -> 240, g=3, 28x28 | 26.2 | 48.3 | 66.5 |
+//! | 960 -> 240 -> 960, g=3, 7x7 | 27.2 | 32.0 | 27.5 |
+//!
+//! The 7x7 planes do not gain: one tile of 4 channels reads the group's
+//! 62 KB of inputs from L2 per 16 multiply-adds; wider channel tiles
+//! (a plan change) are the next step.
+//!
 //! ```
 //! use shufflekit_ir::{tensor::Tensor, weights::{InitOptions, Weights}};
 //! use shufflekit_jit::{CompileOptions, Model};
@@ -34,6 +67,7 @@
 #![deny(missing_docs)]
 
 mod codegen;
+mod isa;
 mod lower;
 mod model;
 mod object;
@@ -42,7 +76,10 @@ pub mod peak;
 mod plan;
 mod target;
 mod team;
+#[cfg(target_arch = "x86_64")]
+mod wide;
 
+pub use isa::{Isa, UnknownIsa};
 pub use model::{CompileOptions, CompileStats, LayerInfo, Model};
 pub use object::{compile_object, ObjectFile, ObjectOptions, OBJECT_TARGETS};
 pub use target::TargetError;
@@ -123,6 +160,14 @@ pub enum JitError {
     /// The worker threads of a multi-threaded model could not be started.
     #[error("cannot start threads: {0}")]
     Threads(#[source] std::io::Error),
+    /// A vector tier was forced that the host cannot run.
+    #[error("the host cannot run isa {isa} (it runs: {host})")]
+    IsaUnsupported {
+        /// The tier asked for.
+        isa: Isa,
+        /// The tiers the host runs.
+        host: String,
+    },
     /// The host (or the requested target) is not supported by Cranelift.
     #[error("code generation target: {0}")]
     Target(#[from] TargetError),
@@ -172,7 +217,7 @@ pub fn emit(graph: &Graph, what: Emit, options: &CompileOptions) -> Result<Strin
     let plan = model::plan_checked(graph, options)?;
     let target = target::Target::host()?;
     let kernels = codegen::Kernels::of(&plan);
-    let functions = kernels.functions(&target);
+    let functions = kernels.functions(&target, model::isa_checked(options)?);
     let mut out = String::new();
     let texts: Vec<String> = match what {
         Emit::Clif => functions.iter().map(|f| f.display().to_string()).collect(),

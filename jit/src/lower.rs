@@ -32,6 +32,7 @@ use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use shufflekit_ir::ops::Op;
 
+use crate::isa::Isa;
 use crate::plan::{Act as Activation, Kernel, Reduce, Window};
 use crate::target::Features;
 
@@ -100,6 +101,7 @@ pub(crate) fn lower(
     kernel: &Kernel,
     inputs: usize,
     features: Features,
+    isa: Isa,
     frontend: TargetFrontendConfig,
     index: u32,
 ) -> Function {
@@ -128,23 +130,129 @@ pub(crate) fn lower(
         ins,
         packed,
     };
-    g.for_loop(lo, hi, 1, |g, u| match kernel {
-        Kernel::Window(w) => window_unit(g, w, &io, u),
-        Kernel::Elementwise { op, channels, len } => {
-            elementwise_unit(g, *op, *channels, *len, &io, u)
-        }
-        Kernel::GlobalAvg { len, .. } => global_avg_unit(g, *len, &io, u),
-        Kernel::Gather {
-            len, activation, ..
-        } => gather_unit(g, *len, *activation, &io, u),
-        Kernel::Linear { inputs, outputs, m } => linear_unit(g, *inputs, *outputs, *m, &io, u),
-        Kernel::Softmax { channels, spatial } => softmax(g, *channels, *spatial, &io),
-    });
+    if let Some(callee) = wide_kernel(kernel, isa) {
+        wide_call(&mut g, kernel, &io, lo, hi, callee, call_conv);
+    } else {
+        units(&mut g, kernel, &io, lo, hi);
+    }
     g.b.ins().return_(&[]);
     g.b.seal_all_blocks();
     g.b.finalize(frontend);
     func
 }
+
+/// The loop over units `lo..hi` of the 128-bit code.
+fn units(g: &mut Gen, kernel: &Kernel, io: &Io, lo: Value, hi: Value) {
+    g.for_loop(lo, hi, 1, |g, u| match kernel {
+        Kernel::Window(w) => window_unit(g, w, io, u),
+        Kernel::Elementwise { op, channels, len } => {
+            elementwise_unit(g, *op, *channels, *len, io, u)
+        }
+        Kernel::GlobalAvg { len, .. } => global_avg_unit(g, *len, io, u),
+        Kernel::Gather {
+            len, activation, ..
+        } => gather_unit(g, *len, *activation, io, u),
+        Kernel::Linear { inputs, outputs, m } => linear_unit(g, *inputs, *outputs, *m, io, u),
+        Kernel::Softmax { channels, spatial } => softmax(g, *channels, *spatial, io),
+    });
+}
+
+/// The address of the full-width kernel of a layer at tier `isa`, if
+/// there is one: pointwise convolutions (1x1, stride 1, unpadded) with
+/// tiles of at most `wide::MAX_TILE` channels.
+#[cfg(target_arch = "x86_64")]
+fn wide_kernel(kernel: &Kernel, isa: Isa) -> Option<usize> {
+    let Kernel::Window(w) = kernel else {
+        return None;
+    };
+    let pointwise = w.reduce == Reduce::Fma
+        && w.kernel == [1, 1]
+        && w.stride == [1, 1]
+        && w.padding == [0, 0]
+        && w.in_plane() == w.out_plane()
+        && (1..=crate::wide::MAX_TILE).contains(&w.m);
+    if !pointwise {
+        return None;
+    }
+    match isa {
+        Isa::Sse => None,
+        Isa::Avx2 => Some(crate::wide::pointwise_avx2 as crate::wide::PointwiseFn as usize),
+        Isa::Avx512 => Some(crate::wide::pointwise_avx512 as crate::wide::PointwiseFn as usize),
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn wide_kernel(_: &Kernel, _: Isa) -> Option<usize> {
+    None
+}
+
+/// The body of a layer with a full-width kernel: one call with the shapes
+/// as constants (stored in the frame, passed by address). The callee is an
+/// absolute address in the process, so the code has no relocations (JIT
+/// only: objects use [`Isa::Sse`]).
+#[cfg(target_arch = "x86_64")]
+fn wide_call(
+    g: &mut Gen,
+    kernel: &Kernel,
+    io: &Io,
+    lo: Value,
+    hi: Value,
+    callee: usize,
+    call_conv: CallConv,
+) {
+    let Kernel::Window(w) = kernel else {
+        return;
+    };
+    let shape = crate::wide::Shape {
+        cin_g: w.cin_g as i64,
+        cout_g: w.cout_g as i64,
+        m: w.m as i64,
+        plane: w.in_plane() as i64,
+        row_w: if w.split_rows { w.in_hw[1] as i64 } else { 0 },
+        rows: if w.split_rows { w.in_hw[0] as i64 } else { 0 },
+        last_w: w.last_w as i64,
+        act: match w.activation {
+            Activation::None => 0,
+            Activation::Relu => 1,
+            Activation::Relu6 => 2,
+        },
+    };
+    let fields = [
+        shape.cin_g,
+        shape.cout_g,
+        shape.m,
+        shape.plane,
+        shape.row_w,
+        shape.rows,
+        shape.last_w,
+        shape.act,
+    ];
+    let slot = g.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (8 * crate::wide::SHAPE_LEN) as u32,
+        3,
+    ));
+    let shape_ptr = g.b.ins().stack_addr(I64, slot, 0);
+    for (i, &v) in fields.iter().enumerate() {
+        let c = g.int(v);
+        g.store(c, shape_ptr, 8 * i as i64);
+    }
+    let res = if w.residual { io.ins[1] } else { g.int(0) };
+    let mut sig = Signature::new(call_conv);
+    for _ in 0..7 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    let sig = g.b.import_signature(sig);
+    let f = g.int(callee as i64);
+    g.b.ins().call_indirect(
+        sig,
+        f,
+        &[io.out, io.ins[0], res, io.packed, lo, hi, shape_ptr],
+    );
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn wide_call(_: &mut Gen, _: &Kernel, _: &Io, _: Value, _: Value, _: usize, _: CallConv) {}
 
 /// The buffers of a call.
 struct Io {

@@ -12,6 +12,7 @@ use shufflekit_ir::Graph;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::codegen::{self, Kernels};
+use crate::isa::Isa;
 use crate::pack;
 use crate::plan::{self, Plan, Storage};
 use crate::target::Target;
@@ -28,6 +29,9 @@ pub struct CompileOptions {
     /// image is refused before any code is generated; a batch that needs
     /// more is refused by [`Model::run`].
     pub memory_limit: usize,
+    /// The vector tier of the kernels: `None` picks the widest the host
+    /// runs; forcing one the host lacks is [`JitError::IsaUnsupported`].
+    pub isa: Option<Isa>,
 }
 
 impl Default for CompileOptions {
@@ -35,6 +39,7 @@ impl Default for CompileOptions {
         CompileOptions {
             threads: 1,
             memory_limit: 4 << 30,
+            isa: None,
         }
     }
 }
@@ -53,6 +58,8 @@ pub struct CompileStats {
     pub code_bytes: usize,
     /// Whether the kernels use fused multiply-add.
     pub fma: bool,
+    /// The vector tier of the kernels.
+    pub isa: Isa,
     /// Arena bytes per image.
     pub arena_bytes: usize,
 }
@@ -115,6 +122,22 @@ fn packed_bytes(packed: &[Vec<f32>]) -> usize {
         .fold(0, usize::saturating_add)
 }
 
+/// The tier `options` ask for, checked against the host.
+pub(crate) fn isa_checked(options: &CompileOptions) -> Result<Isa, JitError> {
+    match options.isa {
+        None => Ok(Isa::host()),
+        Some(isa) if isa.supported() => Ok(isa),
+        Some(isa) => Err(JitError::IsaUnsupported {
+            isa,
+            host: Isa::host_tiers()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 /// Plans the graph and checks its memory needs against the limit.
 pub(crate) fn plan_checked(graph: &Graph, options: &CompileOptions) -> Result<Plan, JitError> {
     let plan = plan::plan(graph)?;
@@ -150,9 +173,10 @@ impl Model {
         }
         weights.check(graph)?;
         let plan = plan_checked(graph, options)?;
+        let isa = isa_checked(options)?;
         let target = Target::host()?;
         let kernels = Kernels::of(&plan);
-        let code = codegen::compile(kernels.functions(&target), &target, false)?;
+        let code = codegen::compile(kernels.functions(&target, isa), &target, false)?;
 
         let builder = JITBuilder::with_isa(
             target.isa.clone(),
@@ -190,6 +214,7 @@ impl Model {
                 functions: code.len(),
                 code_bytes: code.iter().map(|c| c.bytes.len()).sum(),
                 fma: target.features.fma,
+                isa,
                 arena_bytes: plan.arena_len.saturating_mul(4),
             },
             plan,

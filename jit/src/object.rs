@@ -113,7 +113,11 @@ pub fn compile_object(
     weights.check(graph)?;
     let plan = plan_checked(graph, &CompileOptions::default())?;
     let kernels = Kernels::of(&plan);
-    let code = codegen::compile(kernels.functions(&target), &target, false)?;
+    let code = codegen::compile(
+        kernels.functions(&target, crate::isa::Isa::Sse),
+        &target,
+        false,
+    )?;
 
     // The packed weights, each layer aligned.
     let mut offsets = Vec::with_capacity(plan.layers.len());

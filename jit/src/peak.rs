@@ -1,7 +1,8 @@
-//! The machine's multiply-add peak for the code this JIT can emit
-//! (128-bit vectors), measured rather than assumed from a nominal clock:
-//! a Cranelift loop of independent `f32x4` multiply-adds, run on each
-//! thread at once.
+//! The machine's multiply-add peak for the code this JIT can emit,
+//! measured rather than assumed from a nominal clock: a loop of
+//! independent multiply-adds run on each thread at once. At 128 bits it
+//! is a Cranelift loop of `f32x4` multiply-adds; at 256 and 512 bits
+//! (AVX2, AVX-512) the same recurrence written with `std::arch`.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module};
 
+use crate::isa::Isa;
 use crate::target::Target;
 use crate::JitError;
 
@@ -31,6 +33,8 @@ pub struct Peak {
     pub threads: usize,
     /// Whether the loop used fused multiply-add (else multiply then add).
     pub fma: bool,
+    /// The vector tier of the loop.
+    pub isa: Isa,
 }
 
 type LoopFn = unsafe extern "C" fn(i64, *mut f32);
@@ -42,14 +46,36 @@ fn start(i: usize) -> f32 {
     1.0 + i as f32 * 1e-3
 }
 
-/// Measures the peak on `threads` threads (about 30 ms per thread).
+/// Measures the 128-bit peak on `threads` threads (about 30 ms per
+/// thread).
 pub fn measure(threads: usize) -> Result<Peak, JitError> {
+    measure_isa(threads, Isa::Sse)
+}
+
+/// Measures the peak of tier `isa` on `threads` threads (about 30 ms per
+/// thread); a tier the host lacks is [`JitError::IsaUnsupported`].
+pub fn measure_isa(threads: usize, isa: Isa) -> Result<Peak, JitError> {
+    crate::model::isa_checked(&crate::CompileOptions {
+        isa: Some(isa),
+        ..crate::CompileOptions::default()
+    })?;
     let (module, f, fma) = jit_loop()?;
+    let lanes = (isa.bits() / 32) as usize;
     let run = |iters: i64| -> Duration {
         let mut sink = [0f32; 4];
         let start = Instant::now();
-        // SAFETY: the loop writes four floats to `sink` and nothing else.
-        unsafe { f(iters, sink.as_mut_ptr()) };
+        match isa {
+            // SAFETY: the loop writes four floats to `sink` and nothing else.
+            Isa::Sse => unsafe { f(iters, sink.as_mut_ptr()) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the host has the tier (checked above).
+            Isa::Avx2 => sink[0] = unsafe { wide_loops::avx2(iters) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx512 => sink[0] = unsafe { wide_loops::avx512(iters) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::Avx512 => {}
+        }
         std::hint::black_box(sink);
         start.elapsed()
     };
@@ -68,7 +94,7 @@ pub fn measure(threads: usize) -> Result<Peak, JitError> {
             .map(|w| w.join().unwrap_or(Duration::MAX))
             .collect::<Vec<_>>()
     });
-    let macs = iters as f64 * (CHAINS * 4) as f64;
+    let macs = iters as f64 * (CHAINS * lanes) as f64;
     let gmacs = best
         .iter()
         .map(|t| macs / t.as_secs_f64().max(1e-9) / 1e9)
@@ -78,8 +104,43 @@ pub fn measure(threads: usize) -> Result<Peak, JitError> {
     Ok(Peak {
         gmacs,
         threads,
-        fma,
+        fma: fma || isa != Isa::Sse,
+        isa,
     })
+}
+
+/// The loop at 256 and 512 bits: CHAINS accumulators, each `acc = acc * x
+/// + y` per iteration; returns lane 0 of their sum.
+#[cfg(target_arch = "x86_64")]
+mod wide_loops {
+    use super::{start, CHAINS, X, Y};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn avx2(iters: i64) -> f32 {
+        let (x, y) = (_mm256_set1_ps(X), _mm256_set1_ps(Y));
+        let mut acc: [__m256; CHAINS] = std::array::from_fn(|i| _mm256_set1_ps(start(i)));
+        for _ in 0..iters {
+            for a in &mut acc {
+                *a = _mm256_fmadd_ps(*a, x, y);
+            }
+        }
+        let sum = acc.iter().skip(1).fold(acc[0], |s, &a| _mm256_add_ps(s, a));
+        _mm256_cvtss_f32(sum)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub fn avx512(iters: i64) -> f32 {
+        let (x, y) = (_mm512_set1_ps(X), _mm512_set1_ps(Y));
+        let mut acc: [__m512; CHAINS] = std::array::from_fn(|i| _mm512_set1_ps(start(i)));
+        for _ in 0..iters {
+            for a in &mut acc {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        let sum = acc.iter().skip(1).fold(acc[0], |s, &a| _mm512_add_ps(s, a));
+        _mm512_cvtss_f32(sum)
+    }
 }
 
 /// The loop, compiled for the host; and whether it uses FMA.
@@ -211,7 +272,34 @@ mod tests {
 
     #[test]
     fn the_peak_is_positive_and_finite() {
-        let p = measure(1).unwrap();
-        assert!(p.gmacs.is_finite() && p.gmacs > 0.0, "{p:?}");
+        for isa in Isa::host_tiers() {
+            let p = measure_isa(1, isa).unwrap();
+            assert!(p.gmacs.is_finite() && p.gmacs > 0.0, "{p:?}");
+            assert_eq!(p.isa, isa);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_wide_loops_compute_the_recurrence() {
+        // Lane 0 of the sum of the chains, as in the 128-bit test.
+        let expected = |iters: i64| {
+            let chains: Vec<f32> = (0..CHAINS)
+                .map(|i| (0..iters).fold(start(i), |a, _| a.mul_add(X, Y)))
+                .collect();
+            chains.iter().skip(1).fold(chains[0], |s, &a| s + a)
+        };
+        for iters in [0i64, 1, 7, 1000] {
+            if Isa::Avx2.supported() {
+                // SAFETY: the host has AVX2 and FMA.
+                let got = unsafe { wide_loops::avx2(iters) };
+                assert_eq!(got.to_bits(), expected(iters).to_bits(), "avx2 {iters}");
+            }
+            if Isa::Avx512.supported() {
+                // SAFETY: the host has AVX-512F.
+                let got = unsafe { wide_loops::avx512(iters) };
+                assert_eq!(got.to_bits(), expected(iters).to_bits(), "avx512 {iters}");
+            }
+        }
     }
 }

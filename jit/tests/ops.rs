@@ -396,3 +396,39 @@ fn hand_fused_shufflenet_unit_matches_reference() {
         check(&g, 2, threads, 7);
     }
 }
+
+/// Pointwise convolutions at the edges of the full-width kernels' blocks:
+/// every pixel count around the vector and register-block sizes (1 pixel,
+/// tails of 1..15 after full blocks), odd and one-channel groups, every
+/// tile remainder, with residual, bias, activation and a channel order.
+#[test]
+fn pointwise_tails_match_reference_on_every_tier() {
+    let mut case = 0u64;
+    for pixels in [
+        1usize, 7, 8, 9, 15, 16, 17, 31, 63, 64, 65, 79, 127, 129, 1025,
+    ] {
+        for (groups, cin_g, cout_g) in [(1, 1, 1), (3, 1, 1), (1, 3, 7), (2, 5, 11), (3, 8, 12)] {
+            case += 1;
+            let conv = ConvCase {
+                groups,
+                cin_g,
+                cout_g,
+                hw: [1, pixels],
+                kernel: [1, 1],
+                stride: [1, 1],
+                padding: [0, 0],
+                dilation: [1, 1],
+                bias: true,
+                activation: [Activation::None, Activation::Relu, Activation::Relu6]
+                    [case as usize % 3],
+                residual: case.is_multiple_of(2),
+                order: !case.is_multiple_of(3),
+                batch: 1 + (case % 2) as usize,
+                threads: 1,
+                seed: case,
+            };
+            let g = conv.graph().expect("graph");
+            check(&g, conv.batch, conv.threads, conv.seed);
+        }
+    }
+}

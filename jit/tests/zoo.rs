@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_close, check, run_both, weights};
+use common::{assert_close, assert_tiers_close, check, run_both, weights};
 use shufflekit_ir::input::random_input;
 use shufflekit_ir::Graph;
 use shufflekit_jit::{CompileOptions, JitError, Model};
@@ -23,7 +23,7 @@ fn load(name: &str, sets: &[(&str, &str)]) -> Graph {
 }
 
 #[test]
-fn every_zoo_spec_at_64_matches_reference() {
+fn every_zoo_spec_at_64_matches_reference_on_every_tier() {
     let mut names: Vec<String> = std::fs::read_dir(specs_dir())
         .expect("specs directory")
         .filter_map(|e| e.ok())
@@ -36,7 +36,7 @@ fn every_zoo_spec_at_64_matches_reference() {
         let graph = load(&name, &[("resolution", "64")]);
         let w = weights(&graph, 1);
         let (got, expected) = run_both(&graph, &w, 2, 1, 3);
-        assert_close(&got, &expected, &name);
+        assert_tiers_close(&got, &expected, &name);
     }
 }
 
@@ -161,7 +161,7 @@ fn emit_prints_clif_and_asm() {
 }
 
 #[test]
-fn optimised_zoo_specs_match_the_reference_on_the_original_graph() {
+fn optimised_zoo_specs_match_the_reference_on_the_original_graph_on_every_tier() {
     let mut names: Vec<String> = std::fs::read_dir(specs_dir())
         .expect("specs directory")
         .filter_map(|e| e.ok())
@@ -175,9 +175,13 @@ fn optimised_zoo_specs_match_the_reference_on_the_original_graph() {
         let (opt_graph, opt_weights) = shufflekit_jit::optimize(&graph, &w).unwrap();
         let input = random_input(&graph.node(graph.input_nodes()[0]).shape, 2, 4).unwrap();
         let expected = shufflekit_ir::eval::evaluate(&graph, &w, &input).unwrap();
-        for threads in [1, 2] {
+        for (threads, isa) in [1, 2]
+            .into_iter()
+            .flat_map(|t| common::tiers().into_iter().map(move |i| (t, i)))
+        {
             let options = CompileOptions {
                 threads,
+                isa: Some(isa),
                 ..CompileOptions::default()
             };
             let mut model = Model::compile(&opt_graph, &opt_weights, &options).unwrap();
@@ -190,22 +194,26 @@ fn optimised_zoo_specs_match_the_reference_on_the_original_graph() {
             assert_close(
                 &got,
                 &expected,
-                &format!("{name} optimised, {threads} threads"),
+                &format!("{name} optimised, {threads} threads, isa {isa}"),
             );
         }
     }
 }
 
 #[test]
-fn optimised_shufflenet_v1_g3_at_224_matches_reference() {
+fn optimised_shufflenet_v1_g3_at_224_matches_reference_on_every_tier() {
     let graph = load("shufflenet_v1.yaml", &[]);
     let w = weights(&graph, 21);
     let (opt_graph, opt_weights) = shufflekit_jit::optimize(&graph, &w).unwrap();
     let input = random_input(&graph.node(graph.input_nodes()[0]).shape, 3, 5).unwrap();
     let expected = shufflekit_ir::eval::evaluate(&graph, &w, &input).unwrap();
-    for (threads, batch) in [(1, 1), (2, 3)] {
+    for ((threads, batch), isa) in [(1, 1), (2, 3)]
+        .into_iter()
+        .flat_map(|tb| common::tiers().into_iter().map(move |i| (tb, i)))
+    {
         let options = CompileOptions {
             threads,
+            isa: Some(isa),
             ..CompileOptions::default()
         };
         let mut model = Model::compile(&opt_graph, &opt_weights, &options).unwrap();
@@ -222,7 +230,37 @@ fn optimised_shufflenet_v1_g3_at_224_matches_reference() {
         assert_close(
             &model.run(&x).unwrap(),
             &e,
-            &format!("batch {batch}, {threads} threads"),
+            &format!("batch {batch}, {threads} threads, isa {isa}"),
         );
     }
+}
+
+#[test]
+fn forcing_a_tier_the_host_lacks_is_a_typed_error() {
+    let graph = load("shufflenet_v1.yaml", &[("resolution", "64")]);
+    let w = weights(&graph, 1);
+    for isa in shufflekit_jit::Isa::ALL {
+        let options = CompileOptions {
+            isa: Some(isa),
+            ..CompileOptions::default()
+        };
+        match Model::compile(&graph, &w, &options) {
+            Ok(m) => {
+                assert!(isa.supported(), "{isa} compiled on a host without it");
+                assert_eq!(m.stats().isa, isa);
+            }
+            Err(JitError::IsaUnsupported { isa: got, .. }) => {
+                assert!(!isa.supported());
+                assert_eq!(got, isa);
+            }
+            Err(e) => panic!("{isa}: {e}"),
+        }
+    }
+    assert_eq!(
+        Model::compile(&graph, &w, &CompileOptions::default())
+            .unwrap()
+            .stats()
+            .isa,
+        shufflekit_jit::Isa::host()
+    );
 }

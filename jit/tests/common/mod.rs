@@ -8,7 +8,7 @@ use shufflekit_ir::ops::Op;
 use shufflekit_ir::tensor::Tensor;
 use shufflekit_ir::weights::{InitOptions, Weights};
 use shufflekit_ir::{Graph, NodeId, Shape};
-use shufflekit_jit::{CompileOptions, Model};
+use shufflekit_jit::{CompileOptions, Isa, Model};
 
 /// The tolerance of every comparison: relative to the largest magnitude of
 /// the reference output.
@@ -40,25 +40,44 @@ pub fn add(g: &mut Graph, op: Op, name: &str, inputs: &[NodeId]) -> Result<NodeI
     g.add(op, name, inputs, None).map_err(|e| e.to_string())
 }
 
-/// Runs `graph` on a random batch through the JIT (with `threads`) and
-/// the evaluator; returns `(jit, reference)`.
+/// The vector tiers every differential test runs on: all the host has.
+pub fn tiers() -> Vec<Isa> {
+    Isa::host_tiers()
+}
+
+/// Runs `graph` on a random batch through the JIT (with `threads`, on
+/// every tier of [`tiers`]) and the evaluator; returns each tier's output
+/// and the reference.
 pub fn run_both(
     graph: &Graph,
     weights: &Weights,
     batch: usize,
     threads: usize,
     seed: u64,
-) -> (Tensor, Tensor) {
+) -> (Vec<(Isa, Tensor)>, Tensor) {
     let input_shape = graph.node(graph.input_nodes()[0]).shape.clone();
     let input = random_input(&input_shape, batch, seed).expect("input");
     let reference = eval::evaluate(graph, weights, &input).expect("reference evaluation");
-    let options = CompileOptions {
-        threads,
-        ..CompileOptions::default()
-    };
-    let mut model = Model::compile(graph, weights, &options).expect("compile");
-    let out = model.run(&input).expect("run");
-    (out, reference)
+    let outs = tiers()
+        .into_iter()
+        .map(|isa| {
+            let options = CompileOptions {
+                threads,
+                isa: Some(isa),
+                ..CompileOptions::default()
+            };
+            let mut model = Model::compile(graph, weights, &options).expect("compile");
+            (isa, model.run(&input).expect("run"))
+        })
+        .collect();
+    (outs, reference)
+}
+
+/// Checks every tier's output of [`run_both`].
+pub fn assert_tiers_close(got: &[(Isa, Tensor)], expected: &Tensor, what: &str) {
+    for (isa, out) in got {
+        assert_close(out, expected, &format!("{what} (isa {isa})"));
+    }
 }
 
 /// Checks `got` against `expected` within [`TOLERANCE`], relative to the
@@ -90,5 +109,5 @@ pub fn assert_close(got: &Tensor, expected: &Tensor, what: &str) {
 pub fn check(graph: &Graph, batch: usize, threads: usize, seed: u64) {
     let w = weights(graph, seed);
     let (got, expected) = run_both(graph, &w, batch, threads, seed);
-    assert_close(&got, &expected, &graph.name);
+    assert_tiers_close(&got, &expected, &graph.name);
 }
