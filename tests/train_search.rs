@@ -255,8 +255,9 @@ fn the_paper_replay_renders_from_a_table_2_and_a_table_3_search() {
         "| g=1 | ",
         "| g=2, no shuffle | ",
         " ± ",
-        "- **Table 2: g > 1 beats g = 1 at a matched budget.** The claim ",
-        "- **Table 3: channel shuffle on beats shuffle off.** The claim ",
+        "- **Table 2: g > 1 beats g = 1 at a matched budget.** ",
+        "- **Table 3: channel shuffle on beats shuffle off.** ",
+        " here: ",
         "identical, as seeded training must be",
         "](reproduction/reproduction.png)",
     ] {

@@ -210,11 +210,11 @@ impl Verdict {
     /// The verdict in words.
     pub fn describe(self) -> &'static str {
         match self {
-            Verdict::Reproduces => "reproduces",
-            Verdict::Partly => "partly reproduces",
-            Verdict::Contradicted => "does not reproduce (the opposite is measured)",
-            Verdict::NotResolved => "is not resolved (the intervals include no difference)",
-            Verdict::NotTested => "is not tested",
+            Verdict::Reproduces => "Reproduces",
+            Verdict::Partly => "Partly reproduces",
+            Verdict::Contradicted => "Does not reproduce (the opposite is measured)",
+            Verdict::NotResolved => "Not resolved (every interval includes zero)",
+            Verdict::NotTested => "Not tested",
         }
     }
 
@@ -295,7 +295,7 @@ pub fn claims(vs: &[Variant]) -> Vec<Claim> {
             if let Some((d, sep)) = compare(v, one) {
                 signs.push(d.sign());
                 parts.push(format!(
-                    "g={} {} points ({})",
+                    "g={} {} points, {}",
                     v.groups,
                     d.display(),
                     separation(sep)
@@ -309,7 +309,7 @@ pub fn claims(vs: &[Variant]) -> Vec<Claim> {
     } else {
         let up = signs.iter().filter(|s| **s == Some(true)).count();
         format!(
-            "The claim {} here ({up} of {} group counts above g=1 with 95% confidence): test accuracy minus g=1's at {}, {}.",
+            "{} here: {up} of {} group counts beat g=1 with 95% confidence (test accuracy minus g=1's at {}: {}).",
             verdict.describe(),
             signs.len(),
             budgets.iter().map(|b| budget_text(*b)).collect::<Vec<_>>().join(" and "),
@@ -359,7 +359,7 @@ pub fn claims(vs: &[Variant]) -> Vec<Claim> {
             (
                 verdict,
                 format!(
-                    "The claim {} here: g={gs} gains {} points over g=1 at {} and {} at {}; the smaller model's extra gain is {} points.",
+                    "{} here: g={gs} gains {} points over g=1 at {} and {} at {}, so the smaller model gains {} points more.",
                     verdict.describe(),
                     ds.display(),
                     budget_text(small.0),
@@ -395,7 +395,7 @@ pub fn claims(vs: &[Variant]) -> Vec<Claim> {
         if let Some((d, sep)) = compare(on, off) {
             signs.push(d.sign());
             parts.push(format!(
-                "g={} at {} {} points ({})",
+                "g={} at {} {} points, {}",
                 off.groups,
                 budget_text(off.budget),
                 d.display(),
@@ -410,7 +410,7 @@ pub fn claims(vs: &[Variant]) -> Vec<Claim> {
     } else {
         let up = signs.iter().filter(|s| **s == Some(true)).count();
         format!(
-            "The claim {} here ({up} of {} group counts better with shuffle with 95% confidence): test accuracy with shuffle minus without, {}.",
+            "{} here: {up} of {} group counts are better with shuffle with 95% confidence (test accuracy with shuffle minus without: {}).",
             verdict.describe(),
             signs.len(),
             parts.join("; ")
@@ -460,18 +460,18 @@ pub struct ReproductionOptions {
 /// The per-variant table of [`render`].
 pub fn variant_table(vs: &[Variant]) -> String {
     let mut s = String::from(
-        "| variant | budget (MFLOPs) | stage2 (channels) | MFLOPs | params | seeds | validation accuracy % | test accuracy % | training s |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| variant | budget (MFLOPs) | matched value | MFLOPs | params | seeds | validation accuracy % | test accuracy % | training s |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let pm = |v: &Variant, m: &str| v.interval(m).map_or("-".into(), |iv| format_pm(&iv));
     for v in vs {
         let r = &v.record;
         let stage2 = r.matched.as_ref().map_or("-".into(), |m| {
             let value = match &m.value {
-                ParamValue::Float(f) => format!("{f}"),
-                other => other.to_expr(),
+                ParamValue::Float(f) => format!("{}={f}", m.param),
+                other => format!("{}={}", m.param, other.to_expr()),
             };
             match m.rounded_channels {
-                Some(c) => format!("{value} ({c})"),
+                Some(c) => format!("{value} ({c} channels)"),
                 None => value,
             }
         });

@@ -71,16 +71,15 @@ fn a_reproducing_case_says_so_with_the_differences() {
     assert_eq!(c[0].verdict, Verdict::Reproduces, "{}", c[0].sentence);
     assert!(
         c[0].sentence
-            .starts_with("The claim reproduces here (2 of 2"),
+            .starts_with("Reproduces here: 2 of 2 group counts beat g=1"),
         "{}",
         c[0].sentence
     );
     // g=3 minus g=1: 2.00, Welch interval t(0.975, 4) * sqrt(0.04/3 * 2).
     let half = 2.776_445_105 * (0.04f64 / 3.0 * 2.0).sqrt();
     assert!(
-        c[0].sentence.contains(&format!(
-            "g=3 +2.00 ± {half:.2} points (intervals separate)"
-        )),
+        c[0].sentence
+            .contains(&format!("g=3 +2.00 ± {half:.2} points, intervals separate")),
         "{}",
         c[0].sentence
     );
@@ -108,7 +107,7 @@ fn a_non_reproducing_case_says_so() {
     assert_eq!(c[0].verdict, Verdict::Contradicted, "{}", c[0].sentence);
     assert!(
         c[0].sentence
-            .starts_with("The claim does not reproduce (the opposite is measured) here (0 of 2"),
+            .starts_with("Does not reproduce (the opposite is measured) here: 0 of 2"),
         "{}",
         c[0].sentence
     );
@@ -119,7 +118,7 @@ fn a_non_reproducing_case_says_so() {
         c[2].sentence
     );
     assert!(
-        c[2].sentence.contains("(intervals overlap)"),
+        c[2].sentence.contains("points, intervals overlap"),
         "{}",
         c[2].sentence
     );
@@ -139,7 +138,7 @@ fn smaller_models_gaining_more_needs_two_budgets_and_is_computed() {
     assert!(
         c[1].sentence.contains("g=8 gains +3.00 ±")
             && c[1].sentence.contains("+0.50 ±")
-            && c[1].sentence.contains("extra gain is +2.50 ±"),
+            && c[1].sentence.contains("the smaller model gains +2.50 ±"),
         "{}",
         c[1].sentence
     );
@@ -239,7 +238,7 @@ fn render_writes_the_chart_and_every_section() {
     assert!(md.contains("> **Smoke run**"), "{md}");
     assert!(md.contains("shufflekit report-reproduction a b"));
     assert!(md.contains("![Test accuracy against groups"));
-    assert!(md.contains("- **Table 3: channel shuffle on beats shuffle off.** The claim"));
+    assert!(md.contains("- **Table 3: channel shuffle on beats shuffle off.** Reproduces here"));
     for ext in ["png", "svg"] {
         let f = dir.path().join(format!("reproduction/reproduction.{ext}"));
         assert!(
