@@ -90,6 +90,9 @@ enum Command {
     Search(Box<search_cmd::SearchArgs>),
     /// Merge results files (shards) and render a report.
     Report(search_cmd::ReportArgs),
+    /// Render docs/reproduction.md (the paper's Tables 2 and 3 replayed)
+    /// from the results files of `scripts/reproduce-paper`.
+    ReportReproduction(search_cmd::ReproductionArgs),
     /// Train a spec on a dataset (the proxy task) and write its weights.
     Train(Box<train_cmd::TrainArgs>),
     /// Write a spec's network with its weights as an ONNX model.
@@ -241,6 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(&args, &mut out)?,
         Command::Search(args) => search_cmd::search(&args, &mut out)?,
         Command::Report(args) => search_cmd::report(&args, &mut out)?,
+        Command::ReportReproduction(args) => search_cmd::report_reproduction(&args, &mut out)?,
         Command::Train(args) => train_cmd::train(&args, &mut out)?,
         Command::Export(args) => onnx_cmd::export(&args, &mut out)?,
         Command::Import(args) => onnx_cmd::import(&args, &mut out)?,

@@ -141,6 +141,10 @@ pub struct SearchArgs {
     /// Train: peak learning rate.
     #[arg(long, default_value_t = 0.1, value_name = "LR")]
     train_lr: f64,
+    /// Train: do not also train a shuffle=false candidate with shuffle=true
+    /// (when another run trains the shuffled variants with the same seeds).
+    #[arg(long)]
+    no_shuffle_counterpart: bool,
 }
 
 /// Options of `shufflekit report`.
@@ -155,6 +159,22 @@ pub struct ReportArgs {
     /// Pareto objectives, e.g. `mflops:min,naswot:max`.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     objectives: Vec<String>,
+}
+
+/// Options of `shufflekit report-reproduction`.
+#[derive(clap::Args)]
+pub struct ReproductionArgs {
+    /// Results files: the Table 2 search(es) and the Table 3
+    /// (`--set shuffle=false`) search, each read on its own.
+    #[arg(required = true)]
+    results: Vec<PathBuf>,
+    /// The Markdown file to write; the chart goes into a directory named
+    /// after it (`docs/reproduction/`).
+    #[arg(long, value_name = "FILE", default_value = "docs/reproduction.md")]
+    out: PathBuf,
+    /// A line shown in bold at the top (e.g. that this is a smoke run).
+    #[arg(long, value_name = "TEXT")]
+    banner: Option<String>,
 }
 
 /// The command line as typed, quoted for a POSIX shell.
@@ -322,6 +342,7 @@ pub fn search(args: &SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
                     lr: args.train_lr,
                     seeds: args.seeds,
                     validation: args.validation,
+                    shuffle_counterpart: !args.no_shuffle_counterpart,
                 },
                 args.seed,
             )?)),
@@ -472,6 +493,41 @@ pub fn report(args: &ReportArgs, out: &mut impl Write) -> anyhow::Result<()> {
         r.dir.join("index.html").display(),
         results.records.len(),
         args.results.len()
+    )?;
+    Ok(())
+}
+
+/// `shufflekit report-reproduction`: renders the replay of the paper's
+/// Tables 2 and 3 from results files.
+pub fn report_reproduction(args: &ReproductionArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let inputs = args
+        .results
+        .iter()
+        .map(|p| Results::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stem = args
+        .out
+        .file_stem()
+        .context("--out needs a file name")?
+        .to_string_lossy()
+        .into_owned();
+    let chart_dir = args.out.with_file_name(&stem);
+    let md = shufflekit_reports::reproduction::render(
+        &inputs,
+        &chart_dir,
+        &stem,
+        &shufflekit_reports::reproduction::ReproductionOptions {
+            command: Some(command_line()),
+            banner: args.banner.clone(),
+            inputs: args.results.clone(),
+        },
+    )?;
+    std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
+    writeln!(
+        out,
+        "reproduction: {} (chart in {})",
+        args.out.display(),
+        chart_dir.display()
     )?;
     Ok(())
 }

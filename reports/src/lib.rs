@@ -22,6 +22,7 @@
 
 pub mod curves;
 pub mod plots;
+pub mod reproduction;
 pub mod training;
 
 use std::collections::BTreeMap;

@@ -94,6 +94,10 @@ pub struct TrainEvalOptions {
     pub seeds: usize,
     /// Share of the training set held out for validation (per class).
     pub validation: f64,
+    /// Whether a `shuffle=false` candidate is also trained with
+    /// `shuffle=true` (the ablation's other column). Off when another run
+    /// trains the shuffled variants anyway (`scripts/reproduce-paper`).
+    pub shuffle_counterpart: bool,
 }
 
 /// The most seeds a search may ask for per candidate.
@@ -108,6 +112,7 @@ impl Default for TrainEvalOptions {
             lr: 0.1,
             seeds: 1,
             validation: 0.1,
+            shuffle_counterpart: true,
         }
     }
 }
@@ -218,7 +223,11 @@ impl Evaluator for TrainEvaluator {
             self.split.classes(),
             o.lr,
             o.batch
-        )
+        ) + if o.shuffle_counterpart {
+            ""
+        } else {
+            "; shuffle=false candidates are not also trained with shuffle"
+        }
     }
 
     fn evaluate(&self, ctx: &EvalContext<'_>) -> Result<Metrics, EvaluatorError> {
@@ -284,7 +293,8 @@ impl Evaluator for TrainEvaluator {
         // The shuffle ablation: a `shuffle=false` candidate is also trained
         // with `shuffle=true` (same seed), unless both build the same
         // network (one group has no shuffle).
-        let no_shuffle = ctx.spec.param_names().contains(&"shuffle")
+        let no_shuffle = self.options.shuffle_counterpart
+            && ctx.spec.param_names().contains(&"shuffle")
             && ctx
                 .overrides
                 .iter()
