@@ -66,6 +66,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod buffer;
 mod codegen;
 mod isa;
 mod lower;

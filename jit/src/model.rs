@@ -11,6 +11,7 @@ use shufflekit_ir::weights::Weights;
 use shufflekit_ir::Graph;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::buffer::Buffer;
 use crate::codegen::{self, Kernels};
 use crate::isa::Isa;
 use crate::pack;
@@ -86,8 +87,12 @@ pub struct Model {
     plan: Plan,
     module: Option<JITModule>,
     functions: Vec<KernelFn>,
-    packed: Vec<Vec<f32>>,
-    arena: Vec<f32>,
+    /// Every layer's packed parameters in one aligned block.
+    packed: Buffer,
+    /// Where each layer's parameters start in `packed` (a multiple of
+    /// [`IMAGE_ALIGN`] floats).
+    packed_at: Vec<usize>,
+    arena: Buffer,
     options: CompileOptions,
     /// The other threads (none for one thread).
     team: Option<Team>,
@@ -114,13 +119,10 @@ impl Drop for Model {
     }
 }
 
-/// The packed weights' bytes.
-fn packed_bytes(packed: &[Vec<f32>]) -> usize {
-    packed
-        .iter()
-        .map(|p| p.len().saturating_mul(4))
-        .fold(0, usize::saturating_add)
-}
+/// Floats (64 bytes) each image's arena and each layer's packed
+/// parameters are aligned to, so that the plan's 64-byte aligned offsets
+/// are 64-byte aligned in memory.
+const IMAGE_ALIGN: usize = 16;
 
 /// The tier `options` ask for, checked against the host.
 pub(crate) fn isa_checked(options: &CompileOptions) -> Result<Isa, JitError> {
@@ -220,8 +222,9 @@ impl Model {
             plan,
             module: Some(module),
             functions,
-            packed: Vec::new(),
-            arena: Vec::new(),
+            packed: Buffer::empty(),
+            packed_at: Vec::new(),
+            arena: Buffer::empty(),
             options: options.clone(),
             team,
         };
@@ -239,7 +242,22 @@ impl Model {
             .iter()
             .map(|layer| pack::pack_checked(&self.graph, weights, layer))
             .collect::<Result<Vec<_>, _>>()?;
-        self.packed = packed;
+        let mut at = Vec::with_capacity(packed.len());
+        let mut len = 0usize;
+        for p in &packed {
+            at.push(len);
+            len = len
+                .checked_add(p.len())
+                .and_then(|n| n.checked_next_multiple_of(IMAGE_ALIGN))
+                .ok_or_else(|| JitError::OutOfMemory(usize::MAX))?;
+        }
+        let mut blob =
+            Buffer::zeroed(len).ok_or_else(|| JitError::OutOfMemory(len.saturating_mul(4)))?;
+        for (p, &start) in packed.iter().zip(&at) {
+            blob.as_mut_slice()[start..start + p.len()].copy_from_slice(p);
+        }
+        self.packed = blob;
+        self.packed_at = at;
         Ok(())
     }
 
@@ -294,8 +312,16 @@ impl Model {
         if batch == 0 {
             return Err(JitError::EmptyBatch);
         }
+        let image_len =
+            plan.arena_len
+                .checked_next_multiple_of(IMAGE_ALIGN)
+                .ok_or(JitError::MemoryLimit {
+                    needed: usize::MAX,
+                    limit: self.options.memory_limit,
+                    batch,
+                })?;
         let arena_total = batch
-            .checked_mul(plan.arena_len)
+            .checked_mul(image_len)
             .filter(|n| n.checked_mul(4).is_some())
             .ok_or(JitError::MemoryLimit {
                 needed: usize::MAX,
@@ -304,7 +330,7 @@ impl Model {
             })?;
         let needed = arena_total
             .saturating_mul(4)
-            .saturating_add(packed_bytes(&self.packed));
+            .saturating_add(self.packed.len().saturating_mul(4));
         if needed > self.options.memory_limit {
             return Err(JitError::MemoryLimit {
                 needed,
@@ -313,16 +339,16 @@ impl Model {
             });
         }
         if self.arena.len() < arena_total {
-            self.arena
-                .try_reserve_exact(arena_total - self.arena.len())
-                .map_err(|_| JitError::OutOfMemory(arena_total.saturating_mul(4)))?;
-            self.arena.resize(arena_total, 0.0);
+            // The old arena goes first, so the two are never held at once.
+            self.arena = Buffer::empty();
+            self.arena = Buffer::zeroed(arena_total)
+                .ok_or_else(|| JitError::OutOfMemory(arena_total.saturating_mul(4)))?;
         }
-        if self.packed.len() != plan.layers.len() {
+        if self.packed_at.len() != plan.layers.len() {
             return Err(JitError::Internal("weights are not packed".into()));
         }
         let input_data = input.data();
-        let arena_len = plan.arena_len;
+        let arena_len = image_len;
         let arena_ptr = self.arena.as_mut_ptr();
         let arena_size = self.arena.len();
         // The address of value `v` for image `b`, after checking that the
@@ -354,7 +380,8 @@ impl Model {
         // Every call's buffers, per layer and image, checked once.
         let mut tables: Vec<Vec<*mut f32>> = Vec::with_capacity(plan.layers.len());
         for (li, layer) in plan.layers.iter().enumerate() {
-            let packed = self.packed[li].as_ptr() as *mut f32;
+            // SAFETY: `packed_at[li]` is inside the block (`set_weights`).
+            let packed = unsafe { self.packed.as_ptr().add(self.packed_at[li]) } as *mut f32;
             let mut ptrs = Vec::with_capacity(batch * (layer.inputs.len() + 2));
             for b in 0..batch {
                 ptrs.push(value_ptr(layer.output, b)?);
