@@ -74,6 +74,7 @@ mod object;
 mod pack;
 pub mod peak;
 mod plan;
+mod pointwise_tiling;
 mod target;
 mod team;
 #[cfg(target_arch = "x86_64")]
@@ -214,10 +215,11 @@ pub enum Emit {
 /// The generated code of a graph as text, each function headed by the
 /// layers that use it. Nothing is executed; weights are not needed.
 pub fn emit(graph: &Graph, what: Emit, options: &CompileOptions) -> Result<String, JitError> {
-    let plan = model::plan_checked(graph, options)?;
+    let isa = model::isa_checked(options)?;
+    let plan = model::plan_checked(graph, options, isa)?;
     let target = target::Target::host()?;
     let kernels = codegen::Kernels::of(&plan);
-    let functions = kernels.functions(&target, model::isa_checked(options)?);
+    let functions = kernels.functions(&target, isa);
     let mut out = String::new();
     let texts: Vec<String> = match what {
         Emit::Clif => functions.iter().map(|f| f.display().to_string()).collect(),
