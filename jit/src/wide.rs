@@ -304,7 +304,7 @@ pub(crate) unsafe extern "C" fn pointwise_avx2(
             lo,
             hi,
             s,
-            |job, mt| dispatch_mt!(tile256, NV256, job, mt; 1 2 3 4 5 6 7 8),
+            |job, mt| dispatch_mt!(tile256, NV256, job, mt; 1 2 3),
         )
     }
 }
@@ -315,7 +315,7 @@ pub(crate) unsafe extern "C" fn pointwise_avx2(
 const MASKS256: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// Pixels `p0..p0 + n` of one tile: unmasked blocks of `NV` vectors of 8,
-/// then one masked block of the vectors left.
+/// then one block of the vectors left (masked unless they are whole).
 #[target_feature(enable = "avx2,fma")]
 fn tile256<const M: usize, const NV: usize>(j: &TileJob) {
     let end = j.p0 + j.n;
@@ -324,11 +324,15 @@ fn tile256<const M: usize, const NV: usize>(j: &TileJob) {
         block256::<M, NV, true>(j, p, 8 * NV);
         p += 8 * NV;
     }
-    match (end - p).div_ceil(8) {
-        0 => {}
-        1 => block256::<M, 1, false>(j, p, end - p),
-        2 => block256::<M, 2, false>(j, p, end - p),
-        _ => block256::<M, 3, false>(j, p, end - p),
+    // Whole vectors left take plain accesses too.
+    match ((end - p).div_ceil(8), (end - p).is_multiple_of(8)) {
+        (0, _) => {}
+        (1, true) => block256::<M, 1, true>(j, p, end - p),
+        (1, false) => block256::<M, 1, false>(j, p, end - p),
+        (2, true) => block256::<M, 2, true>(j, p, end - p),
+        (2, false) => block256::<M, 2, false>(j, p, end - p),
+        (_, true) => block256::<M, 3, true>(j, p, end - p),
+        (_, false) => block256::<M, 3, false>(j, p, end - p),
     }
 }
 

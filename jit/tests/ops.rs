@@ -466,9 +466,10 @@ fn k_blocked_pointwise_matches_reference_on_every_tier() {
     let mut case = 0u64;
     for (cin_g, cout_g, hw) in [
         (256, 64, [28, 28]),
-        (200, 37, [20, 23]),
+        (600, 37, [20, 23]),
         (1030, 13, [12, 40]),
-        (130, 70, [9, 60]),
+        (530, 70, [9, 60]),
+        (1400, 9, [8, 60]),
     ] {
         for (residual, activation, order) in [
             (false, Activation::Relu, false),
