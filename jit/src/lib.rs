@@ -46,7 +46,9 @@
 //! --threads 1`, the old and new binaries interleaved in 5 rounds on a
 //! 2-vCPU AMD EPYC, load average about 14): pointwise 37.1 -> 47.9 G MAC/s
 //! (57% -> 74% of the 64.5 G/s 512-bit peak); MobileNet v1 pointwise
-//! 58.1 -> 11.0 ms at avx512 and 42.2 -> 26.0 ms at avx2.
+//! 58.1 -> 11.0 ms at avx512 and 42.2 -> 26.0 ms at avx2; one-layer
+//! `bench/isa/pw7.yaml` 25.0 -> 43.4 G MAC/s and `pw28.yaml` 55.5 ->
+//! 55.8 (`bench/ab.sh`, 3 rounds, `--iters 200`).
 //!
 //! ```
 //! use shufflekit_ir::{tensor::Tensor, weights::{InitOptions, Weights}};
