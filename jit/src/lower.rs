@@ -158,8 +158,8 @@ fn units(g: &mut Gen, kernel: &Kernel, io: &Io, lo: Value, hi: Value) {
 }
 
 /// The address of the full-width kernel of a layer at tier `isa`, if
-/// there is one: pointwise convolutions (1x1, stride 1, unpadded) with
-/// tiles of at most `wide::MAX_TILE` channels.
+/// there is one: pointwise convolutions (1x1, stride 1, unpadded) with a
+/// register tile the tier's kernel has (the plan sizes it for the tier).
 #[cfg(target_arch = "x86_64")]
 fn wide_kernel(kernel: &Kernel, isa: Isa) -> Option<usize> {
     let Kernel::Window(w) = kernel else {
@@ -170,7 +170,7 @@ fn wide_kernel(kernel: &Kernel, isa: Isa) -> Option<usize> {
         && w.stride == [1, 1]
         && w.padding == [0, 0]
         && w.in_plane() == w.out_plane()
-        && (1..=crate::wide::MAX_TILE).contains(&w.m);
+        && crate::wide::supports(isa, w.m, w.nv);
     if !pointwise {
         return None;
     }
@@ -216,6 +216,7 @@ fn wide_call(
             Activation::Relu => 1,
             Activation::Relu6 => 2,
         },
+        kc: w.kc as i64,
     };
     let fields = [
         shape.cin_g,
@@ -226,6 +227,7 @@ fn wide_call(
         shape.rows,
         shape.last_w,
         shape.act,
+        shape.kc,
     ];
     let slot = g.b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,

@@ -140,9 +140,14 @@ pub(crate) fn isa_checked(options: &CompileOptions) -> Result<Isa, JitError> {
     }
 }
 
-/// Plans the graph and checks its memory needs against the limit.
-pub(crate) fn plan_checked(graph: &Graph, options: &CompileOptions) -> Result<Plan, JitError> {
-    let plan = plan::plan(graph)?;
+/// Plans the graph for tier `isa` and checks its memory needs against the
+/// limit.
+pub(crate) fn plan_checked(
+    graph: &Graph,
+    options: &CompileOptions,
+    isa: Isa,
+) -> Result<Plan, JitError> {
+    let plan = plan::plan(graph, isa)?;
     let mut weights = 0usize;
     for layer in &plan.layers {
         weights = weights.saturating_add(pack::packed_len(layer).saturating_mul(4));
@@ -174,8 +179,8 @@ impl Model {
             });
         }
         weights.check(graph)?;
-        let plan = plan_checked(graph, options)?;
         let isa = isa_checked(options)?;
+        let plan = plan_checked(graph, options, isa)?;
         let target = Target::host()?;
         let kernels = Kernels::of(&plan);
         let code = codegen::compile(kernels.functions(&target, isa), &target, false)?;

@@ -111,7 +111,7 @@ pub fn compile_object(
     };
     let target = Target::for_object(&options.target)?;
     weights.check(graph)?;
-    let plan = plan_checked(graph, &CompileOptions::default())?;
+    let plan = plan_checked(graph, &CompileOptions::default(), crate::isa::Isa::Sse)?;
     let kernels = Kernels::of(&plan);
     let code = codegen::compile(
         kernels.functions(&target, crate::isa::Isa::Sse),

@@ -16,7 +16,9 @@ use shufflekit_ir::verify::VerifyErrors;
 use shufflekit_ir::{Graph, NodeId, Shape};
 use shufflekit_passes::memory;
 
+use crate::isa::Isa;
 use crate::lower::Elementwise;
+use crate::pointwise_tiling::wide_pointwise;
 use crate::JitError;
 
 /// The buffer [`JitError::TooLarge`] names for a layer's weights.
@@ -41,7 +43,8 @@ pub(crate) enum Reduce {
 }
 
 /// A sliding-window kernel: convolutions of every shape and both poolings.
-/// Output channel tiles of `m` channels, `nv` vectors of 4 pixels each.
+/// Output channel tiles of `m` channels, `nv` vectors of the tier's width
+/// (4 pixels at [`Isa::Sse`]) each.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Window {
     pub reduce: Reduce,
@@ -61,8 +64,15 @@ pub(crate) struct Window {
     pub cout_g: usize,
     /// Output channels per register tile.
     pub m: usize,
-    /// Vectors of 4 output pixels per register tile.
+    /// Vectors of output pixels per register tile (of 4 pixels at
+    /// [`Isa::Sse`], of the tier's width for the full-width kernels).
     pub nv: usize,
+    /// Input channels per K block: the full-width pointwise kernels sum
+    /// blocks of `kc` input channels into the output (the first block
+    /// writes, the others add, the epilogue runs on the last), so that a
+    /// row's inputs of one block stay in L1. `cin_g` when not blocked
+    /// (always at [`Isa::Sse`]).
+    pub kc: usize,
     pub activation: Act,
     pub residual: bool,
     /// The last vector block of a row may overlap the one before it (it
@@ -232,8 +242,9 @@ pub(crate) struct Plan {
     pub arena_len: usize,
 }
 
-/// Builds the plan of a verified graph.
-pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
+/// Builds the plan of a verified graph for the vector tier `isa` (which
+/// sizes the pointwise convolutions' tiles, rows and K blocks).
+pub(crate) fn plan(graph: &Graph, isa: Isa) -> Result<Plan, JitError> {
     shufflekit_ir::verify::verify(graph).map_err(VerifyErrors)?;
     let inputs = graph.input_nodes();
     let [input_node] = inputs[..] else {
@@ -274,7 +285,7 @@ pub(crate) fn plan(graph: &Graph) -> Result<Plan, JitError> {
             });
             continue;
         }
-        let kernel = kernel_for(graph, id)?;
+        let kernel = kernel_for(graph, id, isa)?;
         let output = values.len();
         values.push(Value {
             len,
@@ -363,8 +374,10 @@ fn arena(graph: &Graph, layers: &mut [Layer], values: &mut [Value]) -> Result<us
 /// a copy without activation can be a view (it copies onto itself), and
 /// every kernel writes exactly its output's elements, so any can write into
 /// its part of a concat (whose copy then skips it or copies it onto itself).
+/// The answer depends only on the kernel's kind and residual, the same on
+/// every tier, so the 128-bit plan answers for all.
 fn kernel_takes(graph: &Graph, id: NodeId, sharing: memory::Sharing) -> bool {
-    match (kernel_for(graph, id), sharing) {
+    match (kernel_for(graph, id, Isa::Sse), sharing) {
         (Ok(_), memory::Sharing::IntoConcat) => true,
         (Ok(Kernel::Elementwise { .. }), memory::Sharing::InPlace { .. }) => true,
         (Ok(Kernel::Window(w)), memory::Sharing::InPlace { slot: 1 }) => w.residual,
@@ -433,8 +446,8 @@ fn conv_tile(cout_g: usize, cin_g: usize) -> (usize, usize) {
     (cout_g.min(6), 2)
 }
 
-/// The kernel of one node.
-fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
+/// The kernel of one node at tier `isa`.
+fn kernel_for(graph: &Graph, id: NodeId, isa: Isa) -> Result<Kernel, JitError> {
     let node = graph.node(id);
     let in_shapes = graph.input_shapes(id);
     let x = *in_shapes
@@ -449,17 +462,31 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
             let ([h, w], [oh, ow]) = (geometry.in_size, geometry.out_size);
             let (cin_g, cout_g) = (geometry.in_per_group, geometry.out_per_group);
             let pointwise = geometry.is_pointwise();
+            // The full-width kernels' tiling (None at Sse, and for
+            // convolutions that are not pointwise).
+            let wide = pointwise
+                .then(|| wide_pointwise(isa, h * w, cin_g, cout_g, c.groups))
+                .flatten();
             // A 1x1 convolution sees its plane as rows of `width` pixels:
             // one row's inputs of every input channel of a group fit L1.
-            let width = pointwise
-                .then(|| row_width(h * w, cin_g, c.groups))
-                .flatten();
+            let width = match wide {
+                Some(t) => t.row,
+                None => pointwise
+                    .then(|| row_width(h * w, cin_g, c.groups))
+                    .flatten(),
+            };
             let (in_hw, out_hw) = match width {
                 Some(r) => ([(h * w).div_ceil(r), r], [(h * w).div_ceil(r), r]),
                 None if pointwise => ([1, h * w], [1, oh * ow]),
                 None => ([h, w], [oh, ow]),
             };
-            let (m, nv) = conv_tile(cout_g, cin_g);
+            let (m, nv, kc) = match wide {
+                Some(t) => (t.m, t.nv, t.kc),
+                None => {
+                    let (m, nv) = conv_tile(cout_g, cin_g);
+                    (m, nv, cin_g)
+                }
+            };
             let window = Window {
                 reduce: Reduce::Fma,
                 in_hw,
@@ -473,6 +500,7 @@ fn kernel_for(graph: &Graph, id: NodeId) -> Result<Kernel, JitError> {
                 cout_g,
                 m,
                 nv,
+                kc,
                 activation: c.activation.into(),
                 residual: c.residual,
                 overlap: true,
@@ -596,6 +624,7 @@ fn pool_window(
         cout_g: 1,
         m: 1,
         nv: if out_hw[1] >= 16 { 4 } else { 2 },
+        kc: 1,
         activation: Act::None,
         residual: false,
         overlap: true,

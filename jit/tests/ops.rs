@@ -144,6 +144,24 @@ prop_compose! {
 }
 
 prop_compose! {
+    /// Pointwise convolutions at the full-width tiers' sizes: up to ~1100
+    /// input channels (K-blocked rows when the plane is large enough),
+    /// output channels that no tile divides, planes of 1..300 pixels.
+    fn wide_pointwise()(
+        groups in 1usize..4, cin_g in 1usize..1100, cout_g in 1usize..40,
+        h in 1usize..21, w in 1usize..16,
+        bias: bool, activation in activation(), residual: bool, order: bool,
+        batch in 1usize..3, threads in 1usize..3, seed: u64,
+    ) -> ConvCase {
+        ConvCase {
+            groups, cin_g, cout_g, hw: [h, w], kernel: [1, 1], stride: [1, 1],
+            padding: [0, 0], dilation: [1, 1], bias, activation, residual, order,
+            batch, threads, seed,
+        }
+    }
+}
+
+prop_compose! {
     /// Depthwise convolutions (one channel per group).
     fn depthwise()(
         channels in 1usize..20, h in 1usize..20, w in 1usize..40,
@@ -209,6 +227,11 @@ proptest! {
 
     #[test]
     fn conv_row_split_pointwise_matches_reference(case in row_split_pointwise()) {
+        check_conv(&case)?;
+    }
+
+    #[test]
+    fn conv_wide_pointwise_matches_reference(case in wide_pointwise()) {
         check_conv(&case)?;
     }
 
@@ -425,6 +448,50 @@ fn pointwise_tails_match_reference_on_every_tier() {
                 order: !case.is_multiple_of(3),
                 batch: 1 + (case % 2) as usize,
                 threads: 1,
+                seed: case,
+            };
+            let g = conv.graph().expect("graph");
+            check(&g, conv.batch, conv.threads, conv.seed);
+        }
+    }
+}
+
+/// Large ungrouped pointwise convolutions (MobileNet-like) whose rows the
+/// full-width tiers split into K blocks: several blocks and a shorter
+/// last block, a last row of a few pixels, output channels that no tile
+/// divides, with residual (in place over the output), relu6 and a channel
+/// order, on 1 and 2 threads.
+#[test]
+fn k_blocked_pointwise_matches_reference_on_every_tier() {
+    let mut case = 0u64;
+    for (cin_g, cout_g, hw) in [
+        (256, 64, [28, 28]),
+        (600, 37, [20, 23]),
+        (1030, 13, [12, 40]),
+        (530, 70, [9, 60]),
+        (1400, 9, [8, 60]),
+    ] {
+        for (residual, activation, order) in [
+            (false, Activation::Relu, false),
+            (true, Activation::Relu6, true),
+            (true, Activation::None, false),
+        ] {
+            case += 1;
+            let conv = ConvCase {
+                groups: 1,
+                cin_g,
+                cout_g,
+                hw,
+                kernel: [1, 1],
+                stride: [1, 1],
+                padding: [0, 0],
+                dilation: [1, 1],
+                bias: true,
+                activation,
+                residual,
+                order,
+                batch: 1,
+                threads: 1 + (case % 2) as usize,
                 seed: case,
             };
             let g = conv.graph().expect("graph");
