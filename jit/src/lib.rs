@@ -79,6 +79,14 @@ mod team;
 #[cfg(target_arch = "x86_64")]
 mod wide;
 
+/// What `examples/iced_spike.rs` (the run-time assembler spike of
+/// route (a)) compares against: not an API.
+#[doc(hidden)]
+#[cfg(target_arch = "x86_64")]
+pub mod spike {
+    pub use crate::wide::{pointwise_avx512, Shape};
+}
+
 pub use isa::{Isa, UnknownIsa};
 pub use model::{CompileOptions, CompileStats, LayerInfo, Model};
 pub use object::{compile_object, ObjectFile, ObjectOptions, OBJECT_TARGETS};
