@@ -24,14 +24,54 @@
 //! The tier is the widest the host has unless [`CompileOptions::isa`]
 //! forces one (the tests run every tier the host has).
 //!
-//! Why `std::arch` rather than a run-time assembler (`iced-x86`'s
-//! `code_asm`, with bytes placed by `define_function_bytes`): the kernels
-//! read as ordinary Rust, LLVM allocates the 24 accumulators and schedules
-//! them, there is no new dependency, and the shapes the assembler would
-//! bake in (channels per group, pixels per row) are loop bounds that cost
-//! little at run time. The assembler spike was not built in this step, so
-//! the comparison is by reading, not by measurement. Measured on the
-//! pointwise tile alone (`bench/isa-pointwise.sh 5`: `shufflekit bench`
+//! **Why `std::arch` rather than a run-time assembler**, measured by the
+//! spike `examples/iced_spike.rs` (route (a) of issue 14, not a product
+//! path): it assembles the AVX-512 tile with `iced-x86`'s `code_asm`,
+//! specialised on its constants (input channels, channels per tile,
+//! vectors of 16 pixels per block, plane, row length, ReLU), reading the
+//! same packed weights, places the bytes with cranelift-jit's
+//! `define_function_bytes`, checks that its outputs equal
+//! `wide::pointwise_avx512`'s bit for bit, and times both interleaved
+//! (iced, std::arch, iced, ...) in 41 rounds of about 3 ms, 1 thread:
+//! `cargo run --release -p shufflekit-jit --example iced_spike -- 41`,
+//! 16:04 UTC on 2026-12-02, AMD EPYC with `avx512f avx512bw avx512vl
+//! avx512_vnni avx512_bf16 ...`, load average 16.5 (other helpers'
+//! builds and a training run; the spike got 12-30% of a core). G MAC/s,
+//! best round of 41 (a slot that ran undisturbed), three runs:
+//!
+//! | layer (rows of `row_w` pixels) | iced-x86 | std::arch |
+//! |---|---:|---:|
+//! | v1 g=3 stage 2, 240 -> 60, 28x28 (48) | 55.6-56.1 | 54.4-54.9 |
+//! | v1 g=3 stage 2, 60 -> 240, 28x28 (200) | 51.9-52.4 | 51.5-51.6 |
+//! | v1 g=3 stage 3, 480 -> 120, 14x14 (24) | 38.5-38.6 | 38.6-38.7 |
+//! | v1 g=3 stage 3, 120 -> 480, 14x14 (72) | 46.6-46.8 | 48.6-49.2 |
+//! | MobileNet 256 -> 256, 14x14 (16) | 32.7-38.7 | 52.7-53.0 |
+//!
+//! The medians of the rounds (9-19 G MAC/s for both, per-round ratios
+//! 0.59-1.36) measure the preemption of that load, not the kernels; the
+//! spike prints them beside the best rounds. On ShuffleNet's shapes the
+//! two are within 5%; on the 1-vector rows of the 256-channel layer the
+//! assembled tile is 27-38% slower (not chased: LLVM schedules the same
+//! four accumulator chains better), and specialising on constants shows
+//! no gain on any shape (a loop bound costs a compare).
+//!
+//! How they read: the generator is about 125 lines (register assignment
+//! by hand: accumulators zmm0..24, the block's inputs after them,
+//! broadcasts in the rest; every displacement checked to fit an `i32`;
+//! loop counters, the unroll by two and the tail mask written out) plus
+//! 75 lines to place the bytes, against 70 lines of `tile512`/`block512`
+//! in which LLVM allocates the registers and schedules, with no new
+//! dependency. Each further kernel kind (depthwise rows, the stem, the FC
+//! layer) would again be hand-allocated assembly. Route (a)'s one real
+//! advantage is objects: `define_function_bytes` works for the JIT and
+//! for `cranelift-object` alike (the bytes go into `.text` beside the
+//! layer functions, nothing else to link), whereas the `std::arch`
+//! kernels must ship as a static library beside `model.o` (not built:
+//! objects keep the 128-bit code). Equal speed where it matters, code
+//! that reads as Rust: `std::arch` stays.
+//!
+//! The tiers, measured on the pointwise tile alone
+//! (`bench/isa-pointwise.sh 5`: `shufflekit bench`
 //! of one-layer specs, 1 thread, the tiers interleaved in 5 rounds,
 //! medians of the bench's pointwise G MAC/s; a 2-vCPU Xeon with AVX-512,
 //! load average about 7):
@@ -88,6 +128,14 @@ mod target;
 mod team;
 #[cfg(target_arch = "x86_64")]
 mod wide;
+
+/// What `examples/iced_spike.rs` (the run-time assembler spike of
+/// route (a)) compares against: not an API.
+#[doc(hidden)]
+#[cfg(target_arch = "x86_64")]
+pub mod spike {
+    pub use crate::wide::{pointwise_avx512, Shape};
+}
 
 pub use isa::{Isa, UnknownIsa};
 pub use model::{CompileOptions, CompileStats, LayerInfo, Model};

@@ -41,9 +41,12 @@ pub(crate) type PointwiseFn =
 /// layer function stores them in its stack frame and passes their
 /// address).
 #[repr(C)]
-pub(crate) struct Shape {
+pub struct Shape {
+    /// Input channels per group.
     pub cin_g: i64,
+    /// Output channels per group.
     pub cout_g: i64,
+    /// Output channels per tile (the packed layout's `mt` of full tiles).
     pub m: i64,
     /// Pixels of one channel plane.
     pub plane: i64,
@@ -169,7 +172,7 @@ macro_rules! dispatch_mt {
 ///
 /// # Safety
 /// The host has AVX-512F; the arguments are as [`for_tiles`] requires.
-pub(crate) unsafe extern "C" fn pointwise_avx512(
+pub unsafe extern "C" fn pointwise_avx512(
     out: *mut f32,
     x: *const f32,
     res: *const f32,
