@@ -201,10 +201,94 @@ pub(crate) unsafe extern "C" fn window_avx512(
 ) {
     // SAFETY: the layer function passes the address of a `WindowShape`.
     let s = unsafe { &*(shape as *const WindowShape) };
+    let depthwise = s.cin_g == 1 && s.cout_g == 1;
     unsafe {
         for_window_tiles(out, x, res, packed, lo, hi, s, |job, mt| {
-            dispatch_mt!(window_tile512, job, mt)
+            match (depthwise, s.k_h, s.k_w, s.s_w) {
+                (true, 3, 3, 1) => depthwise512::<3, 1>(job),
+                (true, 3, 3, 2) => depthwise512::<3, 2>(job),
+                (true, 5, 5, 1) => depthwise512::<5, 1>(job),
+                (true, 5, 5, 2) => depthwise512::<5, 2>(job),
+                _ => dispatch_mt!(window_tile512, job, mt),
+            }
         })
+    }
+}
+
+/// A depthwise channel with a `K x K` kernel and horizontal stride `SW`:
+/// the taps' weights stay in registers for the whole plane, the column
+/// masks of a block of 16 output columns are computed once for all rows.
+#[target_feature(enable = "avx512f")]
+fn depthwise512<const K: usize, const SW: usize>(j: &WindowJob) {
+    let s = j.s;
+    let (h, w) = (s.in_h as isize, s.in_w as isize);
+    let (oh, ow) = (s.out_h as usize, s.out_w as usize);
+    let wt = j.blk;
+    // SAFETY (block): the tile's block holds K * K weights, the bias and
+    // the output offset.
+    let (taps, bias, off) = unsafe {
+        let taps: [[__m512; K]; K] = std::array::from_fn(|ky| {
+            std::array::from_fn(|kx| _mm512_set1_ps(*wt.add(ky * K + kx)))
+        });
+        (
+            taps,
+            _mm512_set1_ps(*wt.add(K * K)),
+            (*wt.add(K * K + 1)).to_bits() as usize / 4,
+        )
+    };
+    let mut ox0 = 0;
+    while ox0 < ow {
+        let valid = (ow - ox0).min(16);
+        let out_mask: __mmask16 = if valid == 16 { !0 } else { (1u16 << valid) - 1 };
+        let starts: [isize; K] = std::array::from_fn(|kx| {
+            (ox0 * SW) as isize - s.p_w as isize + (kx * s.d_w as usize) as isize
+        });
+        let masks: [u32; K] = std::array::from_fn(|kx| span_mask(starts[kx], w));
+        for oy in 0..oh {
+            let iy0 = (oy * s.s_h as usize) as isize - s.p_h as isize;
+            let mut acc = [_mm512_setzero_ps(); 2];
+            for (ky, taps_ky) in taps.iter().enumerate() {
+                let iy = iy0 + (ky * s.d_h as usize) as isize;
+                if iy < 0 || iy >= h {
+                    continue;
+                }
+                // SAFETY: `0 <= iy < in_h`: the row lies inside the plane.
+                let row = unsafe { j.x.add(iy as usize * w as usize) };
+                for kx in 0..K {
+                    let p = row.wrapping_offset(starts[kx]);
+                    let m = masks[kx];
+                    // SAFETY: the masks keep every loaded lane inside the
+                    // row's columns `0..in_w`.
+                    let xv = unsafe {
+                        if SW == 1 {
+                            _mm512_maskz_loadu_ps(m as __mmask16, p)
+                        } else {
+                            let a = _mm512_maskz_loadu_ps(m as __mmask16, p);
+                            let b =
+                                _mm512_maskz_loadu_ps((m >> 16) as __mmask16, p.wrapping_add(16));
+                            even_lanes512(a, b)
+                        }
+                    };
+                    acc[ky % 2] = _mm512_fmadd_ps(taps_ky[kx], xv, acc[ky % 2]);
+                }
+            }
+            let at = off + oy * ow + ox0;
+            let mut val = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), bias);
+            if !j.res.is_null() {
+                // SAFETY: masked to the row's output columns.
+                val = _mm512_add_ps(val, unsafe {
+                    _mm512_maskz_loadu_ps(out_mask, j.res.wrapping_add(at))
+                });
+            }
+            val = match s.act {
+                1 => _mm512_max_ps(val, _mm512_setzero_ps()),
+                2 => _mm512_min_ps(_mm512_max_ps(val, _mm512_setzero_ps()), _mm512_set1_ps(6.0)),
+                _ => val,
+            };
+            // SAFETY: masked to the row's output columns.
+            unsafe { _mm512_mask_storeu_ps(j.out.wrapping_add(at), out_mask, val) };
+        }
+        ox0 += 16;
     }
 }
 
@@ -340,6 +424,48 @@ fn window_block512<const M: usize, const NV: usize>(
     }
 }
 
+/// `maskload`, as a plain load when every lane is selected (`maskload`
+/// and `maskstore` are slow on some hosts, AMD's among them).
+///
+/// # Safety
+/// Every lane `mask` selects is readable.
+#[target_feature(enable = "avx2")]
+unsafe fn load_masked256(p: *const f32, mask: __m256i) -> __m256 {
+    // SAFETY: all 8 lanes are readable when all are selected; otherwise
+    // the masked-out lanes are not read.
+    unsafe {
+        if _mm256_testc_si256(mask, _mm256_set1_epi32(-1)) != 0 {
+            _mm256_loadu_ps(p)
+        } else {
+            _mm256_maskload_ps(p, mask)
+        }
+    }
+}
+
+/// A masked store: a plain store when every lane is selected, else lane
+/// by lane (`maskstore` is microcoded, tens of cycles, on AMD hosts).
+///
+/// # Safety
+/// Every lane `mask` selects is writable.
+#[target_feature(enable = "avx2")]
+unsafe fn store_masked256(p: *mut f32, mask: __m256i, v: __m256) {
+    if _mm256_testc_si256(mask, _mm256_set1_epi32(-1)) != 0 {
+        // SAFETY: all 8 lanes are selected, so writable.
+        unsafe { _mm256_storeu_ps(p, v) };
+        return;
+    }
+    let bits = _mm256_movemask_ps(_mm256_castsi256_ps(mask)) as u32;
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+    for (l, &x) in lanes.iter().enumerate() {
+        if bits >> l & 1 == 1 {
+            // SAFETY: lane `l` is selected, so writable.
+            unsafe { *p.wrapping_add(l) = x };
+        }
+    }
+}
+
 /// The AVX2+FMA window kernel (see [`window_avx512`]).
 ///
 /// # Safety
@@ -355,10 +481,95 @@ pub(crate) unsafe extern "C" fn window_avx2(
 ) {
     // SAFETY: the layer function passes the address of a `WindowShape`.
     let s = unsafe { &*(shape as *const WindowShape) };
+    let depthwise = s.cin_g == 1 && s.cout_g == 1;
     unsafe {
         for_window_tiles(out, x, res, packed, lo, hi, s, |job, mt| {
-            dispatch_mt!(window_tile256, job, mt)
+            match (depthwise, s.k_h, s.k_w, s.s_w) {
+                (true, 3, 3, 1) => depthwise256::<3, 1>(job),
+                (true, 3, 3, 2) => depthwise256::<3, 2>(job),
+                (true, 5, 5, 1) => depthwise256::<5, 1>(job),
+                (true, 5, 5, 2) => depthwise256::<5, 2>(job),
+                _ => dispatch_mt!(window_tile256, job, mt),
+            }
         })
+    }
+}
+
+/// As [`depthwise512`] with blocks of 8 output columns.
+#[target_feature(enable = "avx2,fma")]
+fn depthwise256<const K: usize, const SW: usize>(j: &WindowJob) {
+    let s = j.s;
+    let (h, w) = (s.in_h as isize, s.in_w as isize);
+    let (oh, ow) = (s.out_h as usize, s.out_w as usize);
+    let wt = j.blk;
+    // SAFETY (block): the tile's block holds K * K weights, the bias and
+    // the output offset.
+    let (taps, bias, off) = unsafe {
+        let taps: [[__m256; K]; K] = std::array::from_fn(|ky| {
+            std::array::from_fn(|kx| _mm256_set1_ps(*wt.add(ky * K + kx)))
+        });
+        (
+            taps,
+            _mm256_set1_ps(*wt.add(K * K)),
+            (*wt.add(K * K + 1)).to_bits() as usize / 4,
+        )
+    };
+    let mut ox0 = 0;
+    while ox0 < ow {
+        let valid = (ow - ox0).min(8) as u32;
+        let out_mask = lane_mask256((1u32 << valid) - 1);
+        let starts: [isize; K] = std::array::from_fn(|kx| {
+            (ox0 * SW) as isize - s.p_w as isize + (kx * s.d_w as usize) as isize
+        });
+        let masks: [[__m256i; 2]; K] = std::array::from_fn(|kx| {
+            let m = span_mask(starts[kx], w);
+            [lane_mask256(m), lane_mask256(m >> 8)]
+        });
+        for oy in 0..oh {
+            let iy0 = (oy * s.s_h as usize) as isize - s.p_h as isize;
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for (ky, taps_ky) in taps.iter().enumerate() {
+                let iy = iy0 + (ky * s.d_h as usize) as isize;
+                if iy < 0 || iy >= h {
+                    continue;
+                }
+                // SAFETY: `0 <= iy < in_h`: the row lies inside the plane.
+                let row = unsafe { j.x.add(iy as usize * w as usize) };
+                for kx in 0..K {
+                    let p = row.wrapping_offset(starts[kx]);
+                    let [m0, m1] = masks[kx];
+                    // SAFETY: the masks keep every loaded lane inside the
+                    // row's columns `0..in_w`.
+                    let xv = unsafe {
+                        if SW == 1 {
+                            load_masked256(p, m0)
+                        } else {
+                            let a = load_masked256(p, m0);
+                            let b = load_masked256(p.wrapping_add(8), m1);
+                            even_lanes256(a, b)
+                        }
+                    };
+                    acc[ky % 2] = _mm256_fmadd_ps(taps_ky[kx], xv, acc[ky % 2]);
+                }
+            }
+            let at = off + oy * ow + ox0;
+            let dst = j.out.wrapping_add(at);
+            let mut val = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), bias);
+            if !j.res.is_null() {
+                // SAFETY: masked to the row's output columns.
+                val = _mm256_add_ps(val, unsafe {
+                    load_masked256(j.res.wrapping_add(at), out_mask)
+                });
+            }
+            val = match s.act {
+                1 => _mm256_max_ps(val, _mm256_setzero_ps()),
+                2 => _mm256_min_ps(_mm256_max_ps(val, _mm256_setzero_ps()), _mm256_set1_ps(6.0)),
+                _ => val,
+            };
+            // SAFETY: masked to the row's output columns.
+            unsafe { store_masked256(dst, out_mask, val) };
+        }
+        ox0 += 8;
     }
 }
 
@@ -449,10 +660,10 @@ fn window_block256<const M: usize, const NV: usize>(
                     // row's columns `0..in_w`.
                     unsafe {
                         if sw == 1 {
-                            _mm256_maskload_ps(p, m0)
+                            load_masked256(p, m0)
                         } else {
-                            let a = _mm256_maskload_ps(p, m0);
-                            let b = _mm256_maskload_ps(p.wrapping_add(8), m1);
+                            let a = load_masked256(p, m0);
+                            let b = load_masked256(p.wrapping_add(8), m1);
                             even_lanes256(a, b)
                         }
                     }
@@ -480,7 +691,7 @@ fn window_block256<const M: usize, const NV: usize>(
             if !j.res.is_null() {
                 // SAFETY: masked to the row's output columns.
                 val = _mm256_add_ps(val, unsafe {
-                    _mm256_maskload_ps(j.res.wrapping_add(at), out_masks[v])
+                    load_masked256(j.res.wrapping_add(at), out_masks[v])
                 });
             }
             val = match s.act {
@@ -489,7 +700,7 @@ fn window_block256<const M: usize, const NV: usize>(
                 _ => val,
             };
             // SAFETY: masked to the row's output columns.
-            unsafe { _mm256_maskstore_ps(j.out.wrapping_add(at), out_masks[v], val) };
+            unsafe { store_masked256(j.out.wrapping_add(at), out_masks[v], val) };
         }
     }
 }
@@ -575,6 +786,26 @@ pub(crate) unsafe extern "C" fn linear_avx512(
     unsafe { for_linear_tiles(out, x, packed, lo, hi, s, |j| linear_tile512(j)) }
 }
 
+/// A chunk's 32 weights from `wp`, the lanes `k0` and `k1` select (plain
+/// loads when all are selected).
+///
+/// # Safety
+/// The selected lanes are readable.
+#[target_feature(enable = "avx512f")]
+unsafe fn weights512(wp: *const f32, k0: __mmask16, k1: __mmask16) -> (__m512, __m512) {
+    // SAFETY: every selected lane is readable, masked-out ones are not read.
+    unsafe {
+        if k0 & k1 == !0 {
+            (_mm512_loadu_ps(wp), _mm512_loadu_ps(wp.add(16)))
+        } else {
+            (
+                _mm512_maskz_loadu_ps(k0, wp),
+                _mm512_maskz_loadu_ps(k1, wp.wrapping_add(16)),
+            )
+        }
+    }
+}
+
 /// One tile: each chunk of 4 inputs, broadcast to 4 lanes x 4, multiplies
 /// the `mt x 4` weights of the chunk (two vectors, masked to `mt * 4`
 /// lanes); two chunks at a time into two pairs of accumulators.
@@ -599,8 +830,7 @@ fn linear_tile512(j: &LinearJob) {
         for u in 0..2 {
             let xv = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(j.x.add(4 * (q + u)))) };
             let wp = unsafe { j.blk.add((q + u) * step) };
-            let w0 = unsafe { _mm512_maskz_loadu_ps(k0, wp) };
-            let w1 = unsafe { _mm512_maskz_loadu_ps(k1, wp.wrapping_add(16)) };
+            let (w0, w1) = unsafe { weights512(wp, k0, k1) };
             acc[2 * u] = _mm512_fmadd_ps(w0, xv, acc[2 * u]);
             acc[2 * u + 1] = _mm512_fmadd_ps(w1, xv, acc[2 * u + 1]);
         }
@@ -609,8 +839,7 @@ fn linear_tile512(j: &LinearJob) {
     if q < chunks {
         let xv = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(j.x.add(4 * q))) };
         let wp = unsafe { j.blk.add(q * step) };
-        let w0 = unsafe { _mm512_maskz_loadu_ps(k0, wp) };
-        let w1 = unsafe { _mm512_maskz_loadu_ps(k1, wp.wrapping_add(16)) };
+        let (w0, w1) = unsafe { weights512(wp, k0, k1) };
         acc[0] = _mm512_fmadd_ps(w0, xv, acc[0]);
         acc[1] = _mm512_fmadd_ps(w1, xv, acc[1]);
     }
@@ -660,7 +889,7 @@ fn linear_tile256(j: &LinearJob) {
         let xv = _mm256_set_m128(x4, x4);
         let wp = unsafe { j.blk.add(q * lanes) };
         for (v, a) in acc.iter_mut().enumerate() {
-            let wv = unsafe { _mm256_maskload_ps(wp.wrapping_add(8 * v), masks[v]) };
+            let wv = unsafe { load_masked256(wp.wrapping_add(8 * v), masks[v]) };
             *a = _mm256_fmadd_ps(wv, xv, *a);
         }
     }
