@@ -17,7 +17,12 @@
 //! arguments; they read the same packed weights and cover the same work
 //! units, with the same fused epilogue (bias, residual, activation,
 //! channel order), and do their row tails with masked loads and stores.
-//! Every other layer, AArch64, and object files keep the 128-bit code.
+//! `wide_window.rs` does the same for window convolutions with a
+//! horizontal stride of 1 or 2 and at most 8 kernel columns (depthwise,
+//! with the taps in registers for 3x3 and 5x5; the stem; any grouped
+//! conv) and for the fully connected layer; their padding comes from load
+//! masks that keep every lane inside the input row. Pools, the other
+//! layers, AArch64, and object files keep the 128-bit code.
 //! The tier is the widest the host has unless [`CompileOptions::isa`]
 //! forces one (the tests run every tier the host has).
 //!
