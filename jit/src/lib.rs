@@ -20,7 +20,12 @@
 //! (`pointwise_tiling.rs`): at AVX-512 and AVX2 it picks the register
 //! tile (4 channels x 4 vectors of 16, 3 x 3 of 8), rows in whole register
 //! blocks, and for many input channels K blocks summed into the output.
-//! Every other layer, AArch64, and object files keep the 128-bit code.
+//! `wide_window.rs` does the same for window convolutions with a
+//! horizontal stride of 1 or 2 and at most 8 kernel columns (depthwise,
+//! with the taps in registers for 3x3 and 5x5; the stem; any grouped
+//! conv); their padding comes from load masks that keep every lane inside
+//! the input row. Pools, the other layers, AArch64, and object files keep
+//! the 128-bit code.
 //! The tier is the widest the host has unless [`CompileOptions::isa`]
 //! forces one (the tests run every tier the host has).
 //!
@@ -128,6 +133,8 @@ mod target;
 mod team;
 #[cfg(target_arch = "x86_64")]
 mod wide;
+#[cfg(target_arch = "x86_64")]
+mod wide_window;
 
 /// What `examples/iced_spike.rs` (the run-time assembler spike of
 /// route (a)) compares against: not an API.

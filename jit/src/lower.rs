@@ -162,6 +162,9 @@ fn units(g: &mut Gen, kernel: &Kernel, io: &Io, lo: Value, hi: Value) {
 /// register tile the tier's kernel has (the plan sizes it for the tier).
 #[cfg(target_arch = "x86_64")]
 fn wide_kernel(kernel: &Kernel, isa: Isa) -> Option<usize> {
+    if let Some(callee) = wide_window(kernel, isa) {
+        return Some(callee);
+    }
     let Kernel::Window(w) = kernel else {
         return None;
     };
@@ -200,6 +203,19 @@ fn wide_call(
     callee: usize,
     call_conv: CallConv,
 ) {
+    if let Some(fields) = wide_window_shape(kernel) {
+        let res = match kernel {
+            Kernel::Window(w) if w.residual => io.ins[1],
+            _ => g.int(0),
+        };
+        return emit_wide_call(
+            g,
+            &fields,
+            [io.out, io.ins[0], res, io.packed, lo, hi],
+            callee,
+            call_conv,
+        );
+    }
     let Kernel::Window(w) = kernel else {
         return;
     };
@@ -229,28 +245,104 @@ fn wide_call(
         shape.act,
         shape.kc,
     ];
+    debug_assert_eq!(fields.len(), crate::wide::SHAPE_LEN);
+    let res = if w.residual { io.ins[1] } else { g.int(0) };
+    emit_wide_call(
+        g,
+        &fields,
+        [io.out, io.ins[0], res, io.packed, lo, hi],
+        callee,
+        call_conv,
+    );
+}
+
+/// The full-width kernel (`wide_window.rs`) of a window convolution that
+/// is not pointwise, at tier `isa`.
+#[cfg(target_arch = "x86_64")]
+fn wide_window(kernel: &Kernel, isa: Isa) -> Option<usize> {
+    use crate::wide_window as ww;
+    wide_window_shape(kernel)?;
+    // AVX2 keeps the 128-bit code: measured slower (`wide_window`'s docs).
+    match isa {
+        Isa::Sse | Isa::Avx2 => None,
+        Isa::Avx512 => Some(ww::window_avx512 as ww::WideFn as usize),
+    }
+}
+
+/// The shape fields of a layer that [`wide_window`] takes: window
+/// convolutions other than the pointwise ones (`wide.rs`) with a
+/// horizontal stride of 1 or 2, at most
+/// `wide_window::MAX_KW` kernel columns and `wide_window::MAX_TILE`
+/// channels per tile. The others keep the 128-bit code.
+#[cfg(target_arch = "x86_64")]
+fn wide_window_shape(kernel: &Kernel) -> Option<Vec<i64>> {
+    use crate::wide_window as ww;
+    match kernel {
+        Kernel::Window(w)
+            if w.reduce == Reduce::Fma
+                && !w.split_rows
+                && !(w.kernel == [1, 1] && w.stride == [1, 1] && w.padding == [0, 0])
+                && (1..=2).contains(&w.stride[1])
+                && w.kernel[1] <= ww::MAX_KW
+                && (1..=ww::MAX_TILE).contains(&w.m) =>
+        {
+            let shape = ww::WindowShape {
+                in_h: w.in_hw[0] as i64,
+                in_w: w.in_hw[1] as i64,
+                out_h: w.out_hw[0] as i64,
+                out_w: w.out_hw[1] as i64,
+                k_h: w.kernel[0] as i64,
+                k_w: w.kernel[1] as i64,
+                s_h: w.stride[0] as i64,
+                s_w: w.stride[1] as i64,
+                p_h: w.padding[0] as i64,
+                p_w: w.padding[1] as i64,
+                d_h: w.dilation[0] as i64,
+                d_w: w.dilation[1] as i64,
+                cin_g: w.cin_g as i64,
+                cout_g: w.cout_g as i64,
+                m: w.m as i64,
+                act: match w.activation {
+                    Activation::None => 0,
+                    Activation::Relu => 1,
+                    Activation::Relu6 => 2,
+                },
+            };
+            Some(shape.fields())
+        }
+        _ => None,
+    }
+}
+
+/// Emits the call of a full-width kernel: `shape` stored in the frame,
+/// `args` then the shape's address.
+#[cfg(target_arch = "x86_64")]
+fn emit_wide_call(
+    g: &mut Gen,
+    shape: &[i64],
+    args: [Value; 6],
+    callee: usize,
+    call_conv: CallConv,
+) {
     let slot = g.b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
-        (8 * crate::wide::SHAPE_LEN) as u32,
+        (8 * shape.len()) as u32,
         3,
     ));
     let shape_ptr = g.b.ins().stack_addr(I64, slot, 0);
-    for (i, &v) in fields.iter().enumerate() {
+    for (i, &v) in shape.iter().enumerate() {
         let c = g.int(v);
         g.store(c, shape_ptr, 8 * i as i64);
     }
-    let res = if w.residual { io.ins[1] } else { g.int(0) };
     let mut sig = Signature::new(call_conv);
     for _ in 0..7 {
         sig.params.push(AbiParam::new(I64));
     }
     let sig = g.b.import_signature(sig);
     let f = g.int(callee as i64);
-    g.b.ins().call_indirect(
-        sig,
-        f,
-        &[io.out, io.ins[0], res, io.packed, lo, hi, shape_ptr],
-    );
+    let mut call_args = args.to_vec();
+    call_args.push(shape_ptr);
+    g.b.ins().call_indirect(sig, f, &call_args);
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -164,7 +164,7 @@ prop_compose! {
 prop_compose! {
     /// Depthwise convolutions (one channel per group).
     fn depthwise()(
-        channels in 1usize..20, h in 1usize..20, w in 1usize..40,
+        channels in 1usize..70, h in 1usize..31, w in 1usize..70,
         k in 1usize..6, s in 1usize..3, p in 0usize..3, d in 1usize..3,
         bias: bool, activation in activation(), residual: bool, order: bool,
         batch in 1usize..3, threads in 1usize..3, seed: u64,
@@ -371,6 +371,19 @@ proptest! {
     }
 
     #[test]
+    fn wide_linear_matches_reference(
+        inputs in 1usize..1100, out in 1usize..1100, bias: bool,
+        batch in 1usize..3, threads in 1usize..3, seed: u64,
+    ) {
+        let mut g = Graph::new("fc");
+        let x = add(&mut g, Op::Input(Shape::chw(inputs, 1, 1)), "input", &[]).map_err(TestCaseError::fail)?;
+        let f = add(&mut g, Op::Flatten, "flatten", &[x]).map_err(TestCaseError::fail)?;
+        add(&mut g, Op::Linear(Linear { out_features: out, bias }), "fc", &[f])
+            .map_err(TestCaseError::fail)?;
+        check(&g, batch, threads, seed);
+    }
+
+    #[test]
     fn linear_and_softmax_match_reference(
         c in 1usize..9, h in 1usize..4, w in 1usize..5, out in 1usize..40, bias: bool,
         softmax_planes: bool, batch in 1usize..4, threads in 1usize..3, seed: u64,
@@ -496,6 +509,47 @@ fn k_blocked_pointwise_matches_reference_on_every_tier() {
             };
             let g = conv.graph().expect("graph");
             check(&g, conv.batch, conv.threads, conv.seed);
+        }
+    }
+}
+
+/// Window convolutions at the edges of the full-width kernels' blocks:
+/// row widths around the vector and register-block sizes (8, 16, 32, 64
+/// pixels), both horizontal strides the wide kernels take and one they do
+/// not, every padding up to 2, 3x3 and 5x5, depthwise and stem-like,
+/// with residual, activation and a channel order in turn.
+#[test]
+fn window_tails_match_reference_on_every_tier() {
+    let mut case = 0u64;
+    for w in [1usize, 2, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 129] {
+        for stride in [1usize, 2, 3] {
+            for (k, pad) in [(3usize, 0usize), (3, 1), (3, 2), (5, 2)] {
+                for (groups, cin_g, cout_g) in [(5, 1, 1), (1, 3, 7)] {
+                    case += 1;
+                    let conv = ConvCase {
+                        groups,
+                        cin_g,
+                        cout_g,
+                        hw: [4, w],
+                        kernel: [k, k],
+                        stride: [stride, stride],
+                        padding: [pad, pad],
+                        dilation: [1, 1 + (case % 2) as usize],
+                        bias: true,
+                        activation: [Activation::None, Activation::Relu, Activation::Relu6]
+                            [case as usize % 3],
+                        residual: case.is_multiple_of(2),
+                        order: !case.is_multiple_of(3),
+                        batch: 1,
+                        threads: 1,
+                        seed: case,
+                    };
+                    // Windows larger than the padded row have no output.
+                    if let Ok(g) = conv.graph() {
+                        check(&g, conv.batch, conv.threads, conv.seed);
+                    }
+                }
+            }
         }
     }
 }
