@@ -17,7 +17,9 @@
 //! arguments; they read the same packed weights and cover the same work
 //! units, with the same fused epilogue (bias, residual, activation,
 //! channel order), and do their row tails with masked loads and stores.
-//! Every other layer, AArch64, and object files keep the 128-bit code.
+//! Every other layer and AArch64 keep the 128-bit code; object files get
+//! the kernels at `--cpu x86-64-v3`/`x86-64-v4` ([`ObjectOptions::cpu`]),
+//! importing them by symbol from a static library written beside them.
 //! The tier is the widest the host has unless [`CompileOptions::isa`]
 //! forces one (the tests run every tier the host has).
 //!
@@ -67,7 +69,10 @@
 #![deny(missing_docs)]
 
 mod codegen;
+mod cpu;
 mod isa;
+mod kernel_library;
+mod kernel_symbols;
 mod lower;
 mod model;
 mod object;
@@ -79,6 +84,7 @@ mod team;
 #[cfg(target_arch = "x86_64")]
 mod wide;
 
+pub use cpu::{Cpu, UnknownCpu};
 pub use isa::{Isa, UnknownIsa};
 pub use model::{CompileOptions, CompileStats, LayerInfo, Model};
 pub use object::{compile_object, ObjectFile, ObjectOptions, OBJECT_TARGETS};
@@ -217,7 +223,11 @@ pub fn emit(graph: &Graph, what: Emit, options: &CompileOptions) -> Result<Strin
     let plan = model::plan_checked(graph, options)?;
     let target = target::Target::host()?;
     let kernels = codegen::Kernels::of(&plan);
-    let functions = kernels.functions(&target, model::isa_checked(options)?);
+    let functions = kernels.functions(
+        &target,
+        model::isa_checked(options)?,
+        kernel_symbols::KernelLink::Address,
+    );
     let mut out = String::new();
     let texts: Vec<String> = match what {
         Emit::Clif => functions.iter().map(|f| f.display().to_string()).collect(),

@@ -13,7 +13,7 @@
 //! full vectors where they fit and masked loads and stores (which do not
 //! touch masked-out lanes) for the tail.
 
-use std::arch::x86_64::*;
+use core::arch::x86_64::*;
 
 /// The most channels a tile has (`plan::conv_tile` picks at most 6).
 pub(crate) const MAX_TILE: usize = 6;
@@ -135,11 +135,13 @@ macro_rules! dispatch_mt {
     };
 }
 
-/// The AVX-512 pointwise kernel (see [`PointwiseFn`]).
+/// The AVX-512 pointwise kernel (see [`PointwiseFn`]), exported
+/// under its own name for objects.
 ///
 /// # Safety
 /// The host has AVX-512F; the arguments are as [`for_tiles`] requires.
-pub(crate) unsafe extern "C" fn pointwise_avx512(
+#[no_mangle]
+pub(crate) unsafe extern "C" fn shufflekit_pointwise_avx512(
     out: *mut f32,
     x: *const f32,
     res: *const f32,
@@ -186,7 +188,7 @@ fn tile512<const M: usize>(j: &TileJob) {
 #[target_feature(enable = "avx512f")]
 fn block512<const M: usize, const NV: usize>(j: &TileJob, p: usize, valid: usize) {
     let w = j.blk;
-    let masks: [__mmask16; NV] = std::array::from_fn(|v| {
+    let masks: [__mmask16; NV] = core::array::from_fn(|v| {
         let k = valid.saturating_sub(16 * v).min(16);
         if k == 16 {
             !0
@@ -201,7 +203,7 @@ fn block512<const M: usize, const NV: usize>(j: &TileJob, p: usize, valid: usize
     for ic in 0..j.cin {
         let row = unsafe { j.x.add(ic * j.plane + p) };
         let xs: [__m512; NV] =
-            std::array::from_fn(|v| unsafe { _mm512_maskz_loadu_ps(masks[v], row.add(16 * v)) });
+            core::array::from_fn(|v| unsafe { _mm512_maskz_loadu_ps(masks[v], row.add(16 * v)) });
         for (c, accc) in acc.iter_mut().enumerate() {
             let wv = unsafe { _mm512_set1_ps(*w.add(ic * M + c)) };
             for v in 0..NV {
@@ -230,11 +232,13 @@ fn block512<const M: usize, const NV: usize>(j: &TileJob, p: usize, valid: usize
     }
 }
 
-/// The AVX2+FMA pointwise kernel (see [`PointwiseFn`]).
+/// The AVX2+FMA pointwise kernel (see [`PointwiseFn`]), exported
+/// under its own name for objects.
 ///
 /// # Safety
 /// The host has AVX2 and FMA; the arguments are as [`for_tiles`] requires.
-pub(crate) unsafe extern "C" fn pointwise_avx2(
+#[no_mangle]
+pub(crate) unsafe extern "C" fn shufflekit_pointwise_avx2(
     out: *mut f32,
     x: *const f32,
     res: *const f32,
@@ -266,9 +270,9 @@ fn tile256<const M: usize>(j: &TileJob) {
     // SAFETY (whole function): as in `tile512`; masked-out lanes of
     // `maskload`/`maskstore` are not accessed.
     let bias: [__m256; M] =
-        std::array::from_fn(|c| unsafe { _mm256_set1_ps(*w.add(j.cin * M + c)) });
+        core::array::from_fn(|c| unsafe { _mm256_set1_ps(*w.add(j.cin * M + c)) });
     let offs: [usize; M] =
-        std::array::from_fn(|c| unsafe { (*w.add(j.cin * M + M + c)).to_bits() as usize / 4 });
+        core::array::from_fn(|c| unsafe { (*w.add(j.cin * M + M + c)).to_bits() as usize / 4 });
     let end = j.p0 + j.n;
     let mut p = j.p0;
     let epilogue = |v: __m256, c: usize, p: usize, mask: Option<__m256i>| unsafe {
@@ -294,7 +298,7 @@ fn tile256<const M: usize>(j: &TileJob) {
     while p + 8 * NV256 <= end {
         let mut acc = [[_mm256_setzero_ps(); NV256]; M];
         for ic in 0..j.cin {
-            let xs: [__m256; NV256] = std::array::from_fn(|v| unsafe {
+            let xs: [__m256; NV256] = core::array::from_fn(|v| unsafe {
                 _mm256_loadu_ps(j.x.add(ic * j.plane + p + 8 * v))
             });
             for (c, accc) in acc.iter_mut().enumerate() {
