@@ -83,12 +83,11 @@ pub fn write_object(graph: &Graph, args: &AotArgs, out: &mut impl Write) -> anyh
         write(&lpath, library)?;
         writeln!(
             out,
-            "wrote {} ({} bytes, the {} kernels it calls: {}); link both: cc main.c {} {}",
+            "wrote {} ({} bytes, the kernel library; the object calls {}); link both: cc main.c {} {}",
             lpath.display(),
             library.len(),
-            obj.isa,
             if obj.imports.is_empty() {
-                "none in this network".to_string()
+                "none of its kernels".to_string()
             } else {
                 obj.imports.join(", ")
             },
