@@ -1,5 +1,6 @@
-//! `shufflekit compile --target T -o model.o`: an object file and its C
-//! header (see `shufflekit_jit::compile_object`).
+//! `shufflekit compile --target T [--cpu LEVEL] -o model.o`: an object
+//! file and its C header (see `shufflekit_jit::compile_object`), and at a
+//! wide CPU level the kernel library to link with it (`model.kernels.a`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,13 @@ pub struct AotArgs {
     /// aarch64-unknown-linux-gnu.
     #[arg(long, value_name = "TRIPLE", requires = "output")]
     pub target: Option<String>,
+    /// The CPU level the object may use: x86-64 (the portable baseline,
+    /// the default), x86-64-v3 (AVX2+FMA kernels), x86-64-v4 (AVX-512
+    /// kernels) or host (what this CPU has). At v3 and v4 the pointwise
+    /// layers call kernels in `FILE.kernels.a`, written beside the object:
+    /// link both (`cc main.c model.o model.kernels.a`).
+    #[arg(long, value_name = "LEVEL", requires = "output", value_parser = parse_cpu)]
+    pub cpu: Option<shufflekit_jit::Cpu>,
     /// Weights to embed (safetensors). Without it, weights are initialised
     /// from --seed.
     #[arg(long, value_name = "FILE", requires = "output")]
@@ -45,10 +53,17 @@ pub fn write_object(graph: &Graph, args: &AotArgs, out: &mut impl Write) -> anyh
         target: args.target.clone().unwrap_or_else(|| "host".into()),
         name: args.name.clone(),
         embed_weights: !args.external_weights,
+        cpu: args.cpu,
     };
     let (graph, weights) = shufflekit_jit::optimize(graph, &weights)?;
-    let obj = shufflekit_jit::compile_object(&graph, &weights, &options)
-        .with_context(|| format!("compiling `{}` for {}", graph.name, options.target))?;
+    let obj = shufflekit_jit::compile_object(&graph, &weights, &options).with_context(|| {
+        format!(
+            "compiling `{}` for {}{}",
+            graph.name,
+            options.target,
+            options.cpu.map_or(String::new(), |c| format!(" --cpu {c}"))
+        )
+    })?;
     let header = path.with_extension("h");
     write(path, &obj.object)?;
     write(&header, obj.header.as_bytes())?;
@@ -63,6 +78,23 @@ pub fn write_object(graph: &Graph, args: &AotArgs, out: &mut impl Write) -> anyh
         obj.arena_bytes,
         if obj.fma { ", fma" } else { "" }
     )?;
+    if let Some(library) = obj.kernel_library {
+        let lpath = path.with_extension("kernels.a");
+        write(&lpath, library)?;
+        writeln!(
+            out,
+            "wrote {} ({} bytes, the kernel library; the object calls {}); link both: cc main.c {} {}",
+            lpath.display(),
+            library.len(),
+            if obj.imports.is_empty() {
+                "none of its kernels".to_string()
+            } else {
+                obj.imports.join(", ")
+            },
+            path.display(),
+            lpath.display()
+        )?;
+    }
     if args.external_weights {
         let wpath = path.with_extension("weights");
         write(&wpath, &obj.weights)?;
@@ -74,6 +106,10 @@ pub fn write_object(graph: &Graph, args: &AotArgs, out: &mut impl Write) -> anyh
         )?;
     }
     Ok(())
+}
+
+fn parse_cpu(s: &str) -> Result<shufflekit_jit::Cpu, shufflekit_jit::UnknownCpu> {
+    s.parse()
 }
 
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

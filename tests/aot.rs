@@ -1,8 +1,11 @@
 //! `shufflekit compile --target T -o model.o`: objects for x86-64 (linked
 //! with the host gcc, run natively) and AArch64 (linked with
 //! `aarch64-linux-gnu-gcc -static`, run under `qemu-aarch64`), with the C
-//! example harness, compared with the reference evaluator; the AArch64
-//! code's NEON `fmla`; and the errors.
+//! example harness, compared with the reference evaluator; x86-64 objects
+//! at `--cpu x86-64-v3` and `x86-64-v4`, linked with the kernel library
+//! written beside them (a level the host lacks is skipped, saying so), and
+//! the symbols they import; the AArch64 code's NEON `fmla`; and the
+//! errors.
 //!
 //! The cross tools are installed by `scripts/test`; without them these
 //! tests fail (they never pass silently).
@@ -89,6 +92,11 @@ fn compile(dir: &Path, spec: &str, sets: &[&str], target: &str, extra: &[&str]) 
 
 /// Links the C example with the object for `target`.
 fn link(dir: &Path, object: &Path, target: &str) -> PathBuf {
+    link_with(dir, object, target, &[])
+}
+
+/// Links the C example with the object and `libraries` for `target`.
+fn link_with(dir: &Path, object: &Path, target: &str, libraries: &[&Path]) -> PathBuf {
     let exe = dir.join("classify");
     let main = root().join("examples/c/main.c");
     let mut cmd = if target == ARM {
@@ -102,6 +110,7 @@ fn link(dir: &Path, object: &Path, target: &str) -> PathBuf {
         .arg(dir)
         .arg(&main)
         .arg(object)
+        .args(libraries)
         .arg("-o")
         .arg(&exe)
         .arg("-lm");
@@ -159,6 +168,12 @@ fn max_rel_diff(got: &[f32], want: &Tensor) -> f32 {
 }
 
 fn zoo_on(target: &str) {
+    zoo_at(target, None);
+}
+
+/// The zoo for `target` at `--cpu cpu`, linked with the kernel library
+/// when the level has one.
+fn zoo_at(target: &str, cpu: Option<&str>) {
     let batch = 2;
     let mut report = Vec::new();
     for (label, spec_path, sets) in ZOO {
@@ -166,8 +181,13 @@ fn zoo_on(target: &str) {
         let (input, want) = reference(spec_path, sets, batch);
         let input_path = dir.path().join("input.npy");
         write_npy(&input_path, &input).unwrap();
-        let object = compile(dir.path(), spec_path, sets, target, &[]);
-        let exe = link(dir.path(), &object, target);
+        let extra: Vec<&str> = cpu.map_or(vec![], |c| vec!["--cpu", c]);
+        let object = compile(dir.path(), spec_path, sets, target, &extra);
+        let library = dir.path().join("model.kernels.a");
+        let wide = matches!(cpu, Some("x86-64-v3" | "x86-64-v4"));
+        assert_eq!(library.exists(), wide, "{label} at {cpu:?}: kernel library");
+        let libraries: Vec<&Path> = if wide { vec![&library] } else { vec![] };
+        let exe = link_with(dir.path(), &object, target, &libraries);
         let (got, stdout) = execute(
             &exe,
             target,
@@ -176,11 +196,96 @@ fn zoo_on(target: &str) {
         );
         assert!(stdout.contains("image 1:"), "{stdout}");
         let rel = max_rel_diff(&got, &want);
-        println!("{target} {label}: max relative difference {rel:.3e}");
+        println!("{target} {cpu:?} {label}: max relative difference {rel:.3e}");
         report.push((label, rel));
-        assert!(rel <= 1e-4, "{target} {label}: {rel}");
+        assert!(rel <= 1e-4, "{target} {cpu:?} {label}: {rel}");
     }
-    eprintln!("{target}: {report:?}");
+    eprintln!("{target} {cpu:?}: {report:?}");
+}
+
+/// Whether this machine runs an x86-64 level's kernels; says why not.
+fn host_runs(level: &str) -> bool {
+    let (runs, needs) = match level {
+        "x86-64-v3" => (
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"),
+            "AVX2 and FMA",
+        ),
+        _ => (std::arch::is_x86_feature_detected!("avx512f"), "AVX-512F"),
+    };
+    if !runs {
+        println!("skipped: running {level} objects needs {needs}, which this CPU lacks");
+    }
+    runs
+}
+
+#[test]
+fn zoo_x86_64_v3_objects_with_the_kernel_library_match_the_reference() {
+    if host_runs("x86-64-v3") {
+        zoo_at(X86, Some("x86-64-v3"));
+    }
+}
+
+#[test]
+fn zoo_x86_64_v4_objects_with_the_kernel_library_match_the_reference() {
+    if host_runs("x86-64-v4") {
+        zoo_at(X86, Some("x86-64-v4"));
+    }
+}
+
+/// The symbols an object (or an archive's members) leaves undefined, by
+/// `nm -u` (whose `U name` lines are the symbols; an archive adds a
+/// `member.o:` line per member).
+fn undefined_symbols(object: &Path) -> Vec<String> {
+    let out = run(Command::new("nm").arg("-u").arg(object));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            ["U", name] => Some(name.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Compiling needs no such CPU, so these run everywhere: a wide object
+/// that fell back to the 128-bit code would import nothing.
+#[test]
+fn wide_objects_import_their_tiers_kernels_and_baseline_objects_nothing() {
+    let (_, spec_path, sets) = ZOO[0];
+    let cases: [(&str, &[&str]); 3] = [
+        ("x86-64", &[]),
+        ("x86-64-v3", &["shufflekit_pointwise_avx2"]),
+        // At AVX-512 the depthwise layers and the stem run wide too.
+        (
+            "x86-64-v4",
+            &["shufflekit_pointwise_avx512", "shufflekit_window_avx512"],
+        ),
+    ];
+    for (level, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let object = compile(dir.path(), spec_path, sets, X86, &["--cpu", level]);
+        assert_eq!(undefined_symbols(&object), want, "{level}");
+        let header = std::fs::read_to_string(dir.path().join("model.h")).unwrap();
+        assert!(
+            header.contains(&format!("#define SHUFFLENET_V1_CPU \"{level}\"")),
+            "{header}"
+        );
+        let library = dir.path().join("model.kernels.a");
+        assert_eq!(library.exists(), !want.is_empty(), "{level}");
+        if library.exists() {
+            assert!(header.contains("model.o model.kernels.a"), "{header}");
+            // The library defines what the object imports and needs
+            // nothing itself (no libc).
+            let defined = run(Command::new("nm")
+                .args(["-g", "--defined-only"])
+                .arg(&library));
+            let defined = String::from_utf8_lossy(&defined.stdout);
+            for symbol in want {
+                assert!(defined.contains(&format!(" T {symbol}")), "{defined}");
+            }
+            assert_eq!(undefined_symbols(&library), Vec::<String>::new());
+        }
+    }
 }
 
 #[test]
@@ -289,6 +394,35 @@ fn bad_targets_outputs_and_specs_are_clear_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot write `/nonexistent/dir/m.o`"), "{err}");
+
+    // A CPU level that does not fit the target, and one that is no level.
+    let out = shufflekit(
+        &[
+            &["compile"],
+            &small[..],
+            &["--target", ARM, "--cpu", "x86-64-v4", "-o", o],
+        ]
+        .concat(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cpu `x86-64-v4` does not fit target `aarch64-unknown-linux-gnu`"),
+        "{err}"
+    );
+    assert!(!Path::new(o).exists(), "an object was written anyway");
+    let out = shufflekit(
+        &[
+            &["compile"],
+            &small[..],
+            &["--target", X86, "--cpu", "skylake", "-o", o],
+        ]
+        .concat(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown cpu `skylake`"), "{err}");
+    assert!(err.contains("x86-64-v3"), "{err}");
 
     let out = shufflekit(&[&["compile"], &small[..], &["--target", ARM]].concat());
     assert!(!out.status.success());

@@ -5,6 +5,13 @@
  *   aarch64-linux-gnu-gcc -O2 -static -I. examples/c/main.c model.o -o classify
  *   qemu-aarch64 ./classify --input image.npy
  *
+ * With the AVX-512 (or AVX2+FMA: x86-64-v3) kernels, link the kernel
+ * library written beside the object too:
+ *
+ *   shufflekit compile specs/shufflenet_v1.yaml --target x86_64-unknown-linux-gnu \
+ *       --cpu x86-64-v4 -o model.o
+ *   gcc -O2 -I. examples/c/main.c model.o model.kernels.a -o classify -lm
+ *
  * Usage: classify [--input FILE] [--seed S] [--batch N] [--top K]
  *                 [--output FILE] [--weights FILE]
  *   --input   float32 input: .npy ('<f4', C order, [N, ...] or one image)

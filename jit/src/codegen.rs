@@ -1,8 +1,9 @@
 //! Compiling the lowered functions to machine code, in parallel, with one
 //! function per distinct kernel (identical layers share their code). The
-//! result is position-independent code without relocations, which the JIT
-//! links into executable memory here and an object writer could place in
-//! a section.
+//! result is position-independent code whose only relocations are calls
+//! to full-width kernels imported by symbol (objects; the JIT calls them
+//! by address and has none), which the JIT links into executable memory
+//! and the object writer places in a section.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,7 @@ use cranelift_codegen::Context;
 use rayon::prelude::*;
 
 use crate::isa::Isa;
+use crate::kernel_symbols::{KernelLink, WideKernel};
 use crate::plan::{Kernel, Plan};
 use crate::target::Target;
 use crate::{lower, JitError};
@@ -41,13 +43,13 @@ impl Kernels {
     }
 
     /// The Cranelift IR of every distinct kernel, with the full-width
-    /// kernels of tier `isa` where it has them.
-    pub fn functions(&self, target: &Target, isa: Isa) -> Vec<Function> {
+    /// kernels of tier `isa` where it has them, reached as `link` says.
+    pub fn functions(&self, target: &Target, isa: Isa, link: KernelLink) -> Vec<Function> {
         let frontend = target.isa.frontend_config();
         self.distinct
             .par_iter()
             .enumerate()
-            .map(|(i, (k, n))| lower::lower(k, *n, target.features, isa, frontend, i as u32))
+            .map(|(i, (k, n))| lower::lower(k, *n, target.features, isa, link, frontend, i as u32))
             .collect()
     }
 }
@@ -61,6 +63,18 @@ pub(crate) struct Code {
     /// Stack bytes of one call: the frame, the saved frame pointer and the
     /// return address.
     pub stack_bytes: usize,
+    /// The calls to imported kernels (empty with [`KernelLink::Address`]).
+    pub imports: Vec<KernelReloc>,
+}
+
+/// A relocation of a call to an imported full-width kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KernelReloc {
+    /// Offset in the function's code.
+    pub offset: u32,
+    pub kind: cranelift_codegen::binemit::Reloc,
+    pub kernel: WideKernel,
+    pub addend: i64,
 }
 
 /// Compiles functions to machine code in parallel.
@@ -75,22 +89,46 @@ pub(crate) fn compile(
             let name = func.name.to_string();
             let mut ctx = Context::for_function(func);
             ctx.set_disasm(disasm);
-            let compiled = ctx
-                .compile(&*target.isa, &mut ControlPlane::default())
+            ctx.compile(&*target.isa, &mut ControlPlane::default())
                 .map_err(|e| JitError::Codegen {
                     function: name.clone(),
                     source: Box::new(e.inner),
                 })?;
-            if !compiled.buffer.relocs().is_empty() {
-                return Err(JitError::Internal(format!(
-                    "{name}: unexpected relocations"
-                )));
-            }
+            let compiled = ctx
+                .compiled_code()
+                .ok_or_else(|| JitError::Internal(format!("{name}: no compiled code")))?;
+            let imports = compiled
+                .buffer
+                .relocs()
+                .iter()
+                .map(|r| {
+                    let kernel = match &r.target {
+                        cranelift_codegen::FinalizedRelocTarget::ExternalName(n) => {
+                            WideKernel::of_name(&ctx.func, n)
+                        }
+                        cranelift_codegen::FinalizedRelocTarget::Func(_) => None,
+                    };
+                    kernel
+                        .map(|kernel| KernelReloc {
+                            offset: r.offset,
+                            kind: r.kind,
+                            kernel,
+                            addend: r.addend,
+                        })
+                        .ok_or_else(|| {
+                            JitError::Internal(format!(
+                                "{name}: unexpected relocation {:?}",
+                                r.target
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Code {
                 bytes: compiled.code_buffer().to_vec(),
                 alignment: u64::from(compiled.buffer.alignment),
                 asm: compiled.vcode.clone(),
                 stack_bytes: frame_bytes(&compiled.buffer),
+                imports,
             })
         })
         .collect()

@@ -24,8 +24,10 @@
 //! horizontal stride of 1 or 2 and at most 8 kernel columns (depthwise,
 //! with the taps in registers for 3x3 and 5x5; the stem; any grouped
 //! conv); their padding comes from load masks that keep every lane inside
-//! the input row. Pools, the other layers, AArch64, and object files keep
-//! the 128-bit code.
+//! the input row. Pools, the other layers and AArch64 keep the 128-bit
+//! code; object files get the kernels at `--cpu x86-64-v3`/`x86-64-v4`
+//! ([`ObjectOptions::cpu`]), importing them by symbol from a static
+//! library written beside them.
 //! The tier is the widest the host has unless [`CompileOptions::isa`]
 //! forces one (the tests run every tier the host has).
 //!
@@ -71,8 +73,8 @@
 //! advantage is objects: `define_function_bytes` works for the JIT and
 //! for `cranelift-object` alike (the bytes go into `.text` beside the
 //! layer functions, nothing else to link), whereas the `std::arch`
-//! kernels must ship as a static library beside `model.o` (not built:
-//! objects keep the 128-bit code). Equal speed where it matters, code
+//! kernels ship as a static library beside `model.o` (`kernel_library.rs`,
+//! built by `build.rs`). Equal speed where it matters, code
 //! that reads as Rust: `std::arch` stays.
 //!
 //! The tiers, measured on the pointwise tile alone
@@ -121,7 +123,10 @@
 
 mod buffer;
 mod codegen;
+mod cpu;
 mod isa;
+mod kernel_library;
+mod kernel_symbols;
 mod lower;
 mod model;
 mod object;
@@ -133,6 +138,7 @@ mod target;
 mod team;
 #[cfg(target_arch = "x86_64")]
 mod wide;
+mod wide_tiles;
 #[cfg(target_arch = "x86_64")]
 mod wide_window;
 
@@ -141,9 +147,10 @@ mod wide_window;
 #[doc(hidden)]
 #[cfg(target_arch = "x86_64")]
 pub mod spike {
-    pub use crate::wide::{pointwise_avx512, Shape};
+    pub use crate::wide::{shufflekit_pointwise_avx512 as pointwise_avx512, Shape};
 }
 
+pub use cpu::{Cpu, UnknownCpu};
 pub use isa::{Isa, UnknownIsa};
 pub use model::{CompileOptions, CompileStats, LayerInfo, Model};
 pub use object::{compile_object, ObjectFile, ObjectOptions, OBJECT_TARGETS};
@@ -283,7 +290,11 @@ pub fn emit(graph: &Graph, what: Emit, options: &CompileOptions) -> Result<Strin
     let plan = model::plan_checked(graph, options, isa)?;
     let target = target::Target::host()?;
     let kernels = codegen::Kernels::of(&plan);
-    let functions = kernels.functions(&target, isa);
+    let functions = kernels.functions(
+        &target,
+        model::isa_checked(options)?,
+        kernel_symbols::KernelLink::Address,
+    );
     let mut out = String::new();
     let texts: Vec<String> = match what {
         Emit::Clif => functions.iter().map(|f| f.display().to_string()).collect(),

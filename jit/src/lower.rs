@@ -25,14 +25,15 @@
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64, I8X16};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
-    StackSlotKind, Type, UserFuncName, Value,
+    AbiParam, BlockArg, ExtFuncData, ExternalName, Function, InstBuilder, MemFlagsData, Signature,
+    StackSlotData, StackSlotKind, Type, UserExternalName, UserFuncName, Value,
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use shufflekit_ir::ops::Op;
 
 use crate::isa::Isa;
+use crate::kernel_symbols::{KernelLink, WideKernel, KERNEL_NAMESPACE};
 use crate::plan::{Act as Activation, Kernel, Reduce, Window};
 use crate::target::Features;
 
@@ -102,6 +103,7 @@ pub(crate) fn lower(
     inputs: usize,
     features: Features,
     isa: Isa,
+    link: KernelLink,
     frontend: TargetFrontendConfig,
     index: u32,
 ) -> Function {
@@ -131,7 +133,7 @@ pub(crate) fn lower(
         packed,
     };
     if let Some(callee) = wide_kernel(kernel, isa) {
-        wide_call(&mut g, kernel, &io, lo, hi, callee, call_conv);
+        wide_call(&mut g, kernel, &io, lo, hi, callee, link, call_conv);
     } else {
         units(&mut g, kernel, &io, lo, hi);
     }
@@ -157,11 +159,12 @@ fn units(g: &mut Gen, kernel: &Kernel, io: &Io, lo: Value, hi: Value) {
     });
 }
 
-/// The address of the full-width kernel of a layer at tier `isa`, if
-/// there is one: pointwise convolutions (1x1, stride 1, unpadded) with a
-/// register tile the tier's kernel has (the plan sizes it for the tier).
+/// The full-width kernel of a layer at tier `isa`, if there is one: the
+/// window kernels of [`wide_window`], and pointwise convolutions (1x1,
+/// stride 1, unpadded) with a register tile the tier's kernel has (the
+/// plan sizes it for the tier).
 #[cfg(target_arch = "x86_64")]
-fn wide_kernel(kernel: &Kernel, isa: Isa) -> Option<usize> {
+fn wide_kernel(kernel: &Kernel, isa: Isa) -> Option<WideKernel> {
     if let Some(callee) = wide_window(kernel, isa) {
         return Some(callee);
     }
@@ -173,34 +176,36 @@ fn wide_kernel(kernel: &Kernel, isa: Isa) -> Option<usize> {
         && w.stride == [1, 1]
         && w.padding == [0, 0]
         && w.in_plane() == w.out_plane()
-        && crate::wide::supports(isa, w.m, w.nv);
+        && crate::pointwise_tiling::supports(isa, w.m, w.nv);
     if !pointwise {
         return None;
     }
     match isa {
         Isa::Sse => None,
-        Isa::Avx2 => Some(crate::wide::pointwise_avx2 as crate::wide::PointwiseFn as usize),
-        Isa::Avx512 => Some(crate::wide::pointwise_avx512 as crate::wide::PointwiseFn as usize),
+        Isa::Avx2 => Some(WideKernel::PointwiseAvx2),
+        Isa::Avx512 => Some(WideKernel::PointwiseAvx512),
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn wide_kernel(_: &Kernel, _: Isa) -> Option<usize> {
+fn wide_kernel(_: &Kernel, _: Isa) -> Option<WideKernel> {
     None
 }
 
 /// The body of a layer with a full-width kernel: one call with the shapes
-/// as constants (stored in the frame, passed by address). The callee is an
-/// absolute address in the process, so the code has no relocations (JIT
-/// only: objects use [`Isa::Sse`]).
+/// as constants (stored in the frame, passed by address). The JIT calls
+/// the kernel's address in this process (no relocations); an object
+/// imports its symbol (see `kernel_symbols.rs`).
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 fn wide_call(
     g: &mut Gen,
     kernel: &Kernel,
     io: &Io,
     lo: Value,
     hi: Value,
-    callee: usize,
+    callee: WideKernel,
+    link: KernelLink,
     call_conv: CallConv,
 ) {
     if let Some(fields) = wide_window_shape(kernel) {
@@ -213,6 +218,7 @@ fn wide_call(
             &fields,
             [io.out, io.ins[0], res, io.packed, lo, hi],
             callee,
+            link,
             call_conv,
         );
     }
@@ -252,6 +258,7 @@ fn wide_call(
         &fields,
         [io.out, io.ins[0], res, io.packed, lo, hi],
         callee,
+        link,
         call_conv,
     );
 }
@@ -259,13 +266,12 @@ fn wide_call(
 /// The full-width kernel (`wide_window.rs`) of a window convolution that
 /// is not pointwise, at tier `isa`.
 #[cfg(target_arch = "x86_64")]
-fn wide_window(kernel: &Kernel, isa: Isa) -> Option<usize> {
-    use crate::wide_window as ww;
+fn wide_window(kernel: &Kernel, isa: Isa) -> Option<WideKernel> {
     wide_window_shape(kernel)?;
     // AVX2 keeps the 128-bit code: measured slower (`wide_window`'s docs).
     match isa {
         Isa::Sse | Isa::Avx2 => None,
-        Isa::Avx512 => Some(ww::window_avx512 as ww::WideFn as usize),
+        Isa::Avx512 => Some(WideKernel::WindowAvx512),
     }
 }
 
@@ -275,7 +281,7 @@ fn wide_window(kernel: &Kernel, isa: Isa) -> Option<usize> {
 /// `wide_window::MAX_KW` kernel columns and `wide_window::MAX_TILE`
 /// channels per tile. The others keep the 128-bit code.
 #[cfg(target_arch = "x86_64")]
-fn wide_window_shape(kernel: &Kernel) -> Option<Vec<i64>> {
+fn wide_window_shape(kernel: &Kernel) -> Option<[i64; 16]> {
     use crate::wide_window as ww;
     match kernel {
         Kernel::Window(w)
@@ -321,7 +327,8 @@ fn emit_wide_call(
     g: &mut Gen,
     shape: &[i64],
     args: [Value; 6],
-    callee: usize,
+    callee: WideKernel,
+    link: KernelLink,
     call_conv: CallConv,
 ) {
     let slot = g.b.create_sized_stack_slot(StackSlotData::new(
@@ -339,14 +346,46 @@ fn emit_wide_call(
         sig.params.push(AbiParam::new(I64));
     }
     let sig = g.b.import_signature(sig);
-    let f = g.int(callee as i64);
     let mut call_args = args.to_vec();
     call_args.push(shape_ptr);
-    g.b.ins().call_indirect(sig, f, &call_args);
+    let args = call_args;
+    match link {
+        KernelLink::Address => {
+            let f = g.int(callee.address() as i64);
+            g.b.ins().call_indirect(sig, f, &args);
+        }
+        KernelLink::Symbol => {
+            let name =
+                g.b.func
+                    .declare_imported_user_function(UserExternalName::new(
+                        KERNEL_NAMESPACE,
+                        callee.index(),
+                    ));
+            let f = g.b.import_function(ExtFuncData {
+                name: ExternalName::user(name),
+                signature: sig,
+                // Defined in another object: reached through the GOT.
+                colocated: false,
+                patchable: false,
+            });
+            g.b.ins().call(f, &args);
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn wide_call(_: &mut Gen, _: &Kernel, _: &Io, _: Value, _: Value, _: usize, _: CallConv) {}
+#[allow(clippy::too_many_arguments)]
+fn wide_call(
+    _: &mut Gen,
+    _: &Kernel,
+    _: &Io,
+    _: Value,
+    _: Value,
+    _: WideKernel,
+    _: KernelLink,
+    _: CallConv,
+) {
+}
 
 /// The buffers of a call.
 struct Io {

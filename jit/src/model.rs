@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::buffer::Buffer;
 use crate::codegen::{self, Kernels};
 use crate::isa::Isa;
+use crate::kernel_symbols::KernelLink;
 use crate::pack;
 use crate::plan::{self, Plan, Storage};
 use crate::target::Target;
@@ -183,7 +184,16 @@ impl Model {
         let plan = plan_checked(graph, options, isa)?;
         let target = Target::host()?;
         let kernels = Kernels::of(&plan);
-        let code = codegen::compile(kernels.functions(&target, isa), &target, false)?;
+        let code = codegen::compile(
+            kernels.functions(&target, isa, KernelLink::Address),
+            &target,
+            false,
+        )?;
+        if code.iter().any(|c| !c.imports.is_empty()) {
+            return Err(JitError::Internal(
+                "a JIT function imports a kernel by symbol".into(),
+            ));
+        }
 
         let builder = JITBuilder::with_isa(
             target.isa.clone(),

@@ -8,6 +8,12 @@
 //! output value out of the arena. With embedded weights it also exports
 //! `<name>_run(input, output, arena, batch)`, which passes the embedded
 //! data object. Nothing in the object calls libc or allocates.
+//!
+//! At a wide CPU level ([`ObjectOptions::cpu`] x86-64-v3 or v4) the
+//! pointwise layers call the full-width kernels by symbol (an undefined
+//! `shufflekit_pointwise_*`, reached through the GOT), which the kernel
+//! library ([`ObjectFile::kernel_library`], see `kernel_library.rs`)
+//! defines; the portable levels need nothing besides the object.
 
 use cranelift_codegen::ir::types::{F32, I64};
 use cranelift_codegen::ir::{
@@ -15,12 +21,15 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_module::{DataDescription, Linkage, Module};
+use cranelift_module::{DataDescription, Linkage, Module, ModuleReloc, ModuleRelocTarget};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use shufflekit_ir::weights::Weights;
 use shufflekit_ir::Graph;
 
 use crate::codegen::{self, Kernels};
+use crate::cpu::Cpu;
+use crate::isa::Isa;
+use crate::kernel_symbols::{KernelLink, WideKernel};
 use crate::model::plan_checked;
 use crate::plan::{Plan, Storage};
 use crate::target::Target;
@@ -42,6 +51,9 @@ pub struct ObjectOptions {
     /// Embed the packed weights as a data object (else the caller passes
     /// them, see [`ObjectFile::weights`]).
     pub embed_weights: bool,
+    /// The CPU level (`None`: the target's portable baseline). The x86-64
+    /// levels fit only x86-64 targets; `host` only this machine's triple.
+    pub cpu: Option<Cpu>,
 }
 
 impl Default for ObjectOptions {
@@ -50,6 +62,7 @@ impl Default for ObjectOptions {
             target: "host".into(),
             name: None,
             embed_weights: true,
+            cpu: None,
         }
     }
 }
@@ -74,6 +87,14 @@ pub struct ObjectFile {
     pub output_len: usize,
     /// Whether the kernels use fused multiply-add.
     pub fma: bool,
+    /// The kernel tier the pointwise layers run.
+    pub isa: Isa,
+    /// The kernel symbols the object imports (empty at the portable
+    /// levels).
+    pub imports: Vec<&'static str>,
+    /// The static library to link with the object, at a wide tier (write
+    /// it beside the object; the header says how to link).
+    pub kernel_library: Option<&'static [u8]>,
 }
 
 /// A C identifier from a graph name.
@@ -109,12 +130,12 @@ pub fn compile_object(
         }
         None => c_identifier(&graph.name),
     };
-    let target = Target::for_object(&options.target)?;
+    let (target, isa) = Target::for_object(&options.target, options.cpu)?;
     weights.check(graph)?;
-    let plan = plan_checked(graph, &CompileOptions::default(), crate::isa::Isa::Sse)?;
+    let plan = plan_checked(graph, &CompileOptions::default(), isa)?;
     let kernels = Kernels::of(&plan);
     let code = codegen::compile(
-        kernels.functions(&target, crate::isa::Isa::Sse),
+        kernels.functions(&target, isa, KernelLink::Symbol),
         &target,
         false,
     )?;
@@ -142,11 +163,42 @@ pub fn compile_object(
     let call_conv = target.isa.default_call_conv();
     let frontend = target.isa.frontend_config();
     let kernel_sig = crate::lower::signature(call_conv);
+    // The full-width kernels the layer functions call, imported once each.
+    let mut imported: Vec<(WideKernel, cranelift_module::FuncId)> = Vec::new();
+    for c in &code {
+        for r in &c.imports {
+            if !imported.iter().any(|&(k, _)| k == r.kernel) {
+                let id = module.declare_function(
+                    r.kernel.symbol(),
+                    Linkage::Import,
+                    &wide_signature(call_conv),
+                )?;
+                imported.push((r.kernel, id));
+            }
+        }
+    }
     let mut kernel_ids = Vec::with_capacity(code.len());
     for (i, c) in code.iter().enumerate() {
         let id =
             module.declare_function(&format!("{name}_kernel{i}"), Linkage::Local, &kernel_sig)?;
-        module.define_function_bytes(id, c.alignment, &c.bytes, &[])?;
+        let relocs: Vec<ModuleReloc> = c
+            .imports
+            .iter()
+            .map(|r| {
+                let (_, callee) = imported
+                    .iter()
+                    .find(|&&(k, _)| k == r.kernel)
+                    .copied()
+                    .ok_or_else(|| JitError::Internal("an import was not declared".into()))?;
+                Ok(ModuleReloc {
+                    offset: r.offset,
+                    kind: r.kind,
+                    name: ModuleRelocTarget::from(callee),
+                    addend: r.addend,
+                })
+            })
+            .collect::<Result<_, JitError>>()?;
+        module.define_function_bytes(id, c.alignment, &c.bytes, &relocs)?;
         kernel_ids.push(id);
     }
 
@@ -177,7 +229,13 @@ pub fn compile_object(
     let driver_bytes = ctx
         .compiled_code()
         .map_or(0, |c| codegen::frame_bytes(&c.buffer));
-    let stack_bytes = 2 * driver_bytes + code.iter().map(|c| c.stack_bytes).max().unwrap_or(0);
+    let library_stack = if isa == Isa::Sse {
+        0
+    } else {
+        crate::kernel_library::KERNELS_STACK_BYTES
+    };
+    let stack_bytes =
+        2 * driver_bytes + code.iter().map(|c| c.stack_bytes).max().unwrap_or(0) + library_stack;
     module.clear_context(&mut ctx);
 
     if options.embed_weights {
@@ -220,7 +278,21 @@ pub fn compile_object(
     let input_len = plan.input_shape.dims().iter().product();
     let output_len = plan.values[plan.output].len;
     let arena_bytes = plan.arena_len * 4;
-    let header = header(&name, &plan, arena_bytes, stack_bytes, options, &target);
+    let kernel_library = (isa != Isa::Sse).then_some(crate::kernel_library::KERNELS_A);
+    let level = match options.cpu {
+        Some(cpu) => cpu.name(),
+        None if target.isa.name() == "x64" => Cpu::X86_64.name(),
+        None => "baseline",
+    };
+    let header = header(
+        &name,
+        &plan,
+        arena_bytes,
+        stack_bytes,
+        options,
+        &target,
+        (level, isa),
+    );
     Ok(ObjectFile {
         object,
         header,
@@ -230,7 +302,18 @@ pub fn compile_object(
         input_len,
         output_len,
         fma: target.features.fma,
+        isa,
+        imports: imported.iter().map(|(k, _)| k.symbol()).collect(),
+        kernel_library,
     })
+}
+
+/// The C signature of a full-width kernel: seven pointer-sized arguments
+/// (see `wide::PointwiseFn`).
+fn wide_signature(call_conv: cranelift_codegen::isa::CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend([AbiParam::new(I64); 7]);
+    sig
 }
 
 /// The body of `run_with_weights(input, output, arena, batch, weights)`.
@@ -343,6 +426,25 @@ fn build_entry(
     b.seal_all_blocks();
 }
 
+/// What the header says about linking at tier `isa`.
+fn link_note(isa: Isa) -> String {
+    let needs = match isa {
+        Isa::Sse => {
+            return "the object needs nothing else (no libc, no\n * kernel library).".into()
+        }
+        Isa::Avx2 => "AVX2 and FMA (x86-64-v3)",
+        Isa::Avx512 => "AVX-512F (x86-64-v4)",
+    };
+    format!(
+        "the full-width layers call the {isa}\n \
+         * kernels of the static library `shufflekit compile` wrote beside the\n \
+         * object (`model.o` -> `model.kernels.a`); link both, e.g.\n \
+         *   cc main.c model.o model.kernels.a -o main\n \
+         * The library calls no libc function either. The program needs a CPU\n \
+         * with {needs}."
+    )
+}
+
 /// The C header of an object.
 fn header(
     name: &str,
@@ -351,6 +453,7 @@ fn header(
     stack_bytes: usize,
     options: &ObjectOptions,
     target: &Target,
+    (level, isa): (&str, Isa),
 ) -> String {
     let up = name.to_ascii_uppercase();
     let dims = |d: &[usize]| {
@@ -373,12 +476,16 @@ fn header(
          \x20* on different arenas may run on different threads. A call needs\n\
          \x20* {up}_STACK_BYTES bytes of stack (some kernels copy a row of inputs\n\
          \x20* there; their frames probe every page in order).\n\
+         \x20*\n\
+         \x20* CPU level {level}: {link}\n\
          \x20*/\n\
          #ifndef SHUFFLEKIT_{up}_H\n\
          #define SHUFFLEKIT_{up}_H\n\n\
          #include <stddef.h>\n\n\
          #define {up}_VERSION \"shufflekit {version}\"\n\
          #define {up}_TARGET \"{triple}\"\n\
+         #define {up}_CPU \"{level}\"\n\
+         #define {up}_KERNEL_TIER \"{isa}\" /* sse: no kernel library */\n\
          #define {up}_INPUT_RANK {in_rank}\n\
          #define {up}_INPUT_SHAPE {{{in_shape}}}\n\
          #define {up}_INPUT_SIZE {in_len} /* floats per image */\n\
@@ -403,6 +510,7 @@ fn header(
             .map(|l| pack::packed_len(l).next_multiple_of(PACK_ALIGN) * 4)
             .sum::<usize>(),
         embedded = u8::from(options.embed_weights),
+        link = link_note(isa),
     );
     if options.embed_weights {
         h.push_str(&format!(
@@ -485,5 +593,95 @@ mod tests {
         assert!(e.contains("not a C identifier"), "{e}");
         assert_eq!(c_identifier("two inputs"), "two_inputs");
         assert_eq!(c_identifier("3x"), "model_3x");
+    }
+
+    /// One pointwise convolution (the layer the wide kernels cover).
+    fn pointwise() -> Graph {
+        let src = "name: pw\ninput: [8, 6, 6]\nlayers:\n  - conv: {out: 12, kernel: 1}\n  - relu\n";
+        shufflekit_spec::load_str(src, "pw.yaml", &[]).unwrap()
+    }
+
+    #[test]
+    fn wide_levels_import_their_kernels_and_baselines_nothing() {
+        let g = pointwise();
+        let w = Weights::init(&g, &InitOptions::default());
+        let at = |target: &str, cpu: Option<Cpu>| {
+            let options = ObjectOptions {
+                target: target.into(),
+                cpu,
+                ..ObjectOptions::default()
+            };
+            compile_object(&g, &w, &options)
+        };
+        let cases = [
+            (None, Isa::Sse, vec![]),
+            (Some(Cpu::X86_64), Isa::Sse, vec![]),
+            (
+                Some(Cpu::X86_64V3),
+                Isa::Avx2,
+                vec!["shufflekit_pointwise_avx2"],
+            ),
+            (
+                Some(Cpu::X86_64V4),
+                Isa::Avx512,
+                vec!["shufflekit_pointwise_avx512"],
+            ),
+        ];
+        for (cpu, isa, imports) in cases {
+            let o = at("x86_64-unknown-linux-gnu", cpu).unwrap();
+            assert_eq!((o.isa, &o.imports), (isa, &imports), "{cpu:?}");
+            assert_eq!(o.kernel_library.is_some(), isa != Isa::Sse, "{cpu:?}");
+            assert_eq!(o.fma, isa != Isa::Sse, "{cpu:?}: the level's FMA");
+            let symbol = imports.first().copied().unwrap_or("shufflekit_pointwise");
+            let named = o
+                .object
+                .windows(symbol.len())
+                .any(|x| x == symbol.as_bytes());
+            assert_eq!(
+                named,
+                !imports.is_empty(),
+                "{cpu:?}: the symbol in the object"
+            );
+        }
+        // The kernel library's frames count in the stack a call needs.
+        let stack = |o: &ObjectFile| {
+            o.header
+                .lines()
+                .find_map(|l| l.strip_prefix("#define PW_STACK_BYTES "))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap()
+        };
+        let base = at("x86_64-unknown-linux-gnu", None).unwrap();
+        let wide = at("x86_64-unknown-linux-gnu", Some(Cpu::X86_64V4)).unwrap();
+        assert!(
+            stack(&wide) >= stack(&base) + crate::kernel_library::KERNELS_STACK_BYTES,
+            "{} {}",
+            stack(&wide),
+            stack(&base)
+        );
+        let host = at("host", Some(Cpu::Host)).unwrap();
+        assert_eq!(host.isa, Isa::host());
+        // AArch64 is unchanged: no kernels, and x86-64 levels do not fit.
+        let arm = at("aarch64-unknown-linux-gnu", None).unwrap();
+        assert!(arm.imports.is_empty() && arm.kernel_library.is_none());
+        for cpu in [Cpu::X86_64, Cpu::X86_64V3, Cpu::X86_64V4] {
+            let e = at("aarch64-unknown-linux-gnu", Some(cpu))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!(
+                    "cpu `{cpu}` does not fit target `aarch64-unknown-linux-gnu`"
+                )),
+                "{e}"
+            );
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let e = at("aarch64-unknown-linux-gnu", Some(Cpu::Host))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`host` is this machine"), "{e}");
+        }
     }
 }

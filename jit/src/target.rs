@@ -8,6 +8,8 @@ use cranelift_codegen::isa::{self, LookupError, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable, SetError};
 use cranelift_codegen::CodegenError;
 
+use crate::cpu::Cpu;
+use crate::isa::Isa;
 use crate::JitError;
 
 /// The triples [`Target::for_object`] accepts besides `host`.
@@ -44,6 +46,20 @@ pub enum TargetError {
     /// error is large and rare).
     #[error("{0}")]
     Isa(#[source] Box<CodegenError>),
+    /// `--cpu` names a CPU the target cannot be.
+    #[error("cpu `{cpu}` does not fit target `{target}`: {reason}")]
+    CpuMismatch {
+        /// The CPU asked for.
+        cpu: Cpu,
+        /// The target triple.
+        target: String,
+        /// Why not.
+        reason: String,
+    },
+    /// Objects with the wide kernels are written only by an x86-64 build
+    /// (the kernel library is built for and beside it).
+    #[error("cpu `{0}`: objects with the wide kernels can only be written by an x86-64 build of shufflekit")]
+    NoKernelLibrary(Cpu),
 }
 
 /// What the lowering needs to know about the target, derived from the ISA
@@ -78,35 +94,63 @@ impl Target {
         Target::with_flags(isa_builder, &[])
     }
 
-    /// A target for an object file: `host`, or one of the triples in
-    /// [`OBJECT_TARGETS`]. Cross targets get a portable baseline
-    /// (x86-64: SSE4.2, no AVX, so no FMA; AArch64: NEON, which always has
-    /// `fmla`). Object code is position-independent.
-    pub fn for_object(name: &str) -> Result<Target, JitError> {
+    /// A target for an object file: `host` (this machine's triple) or one
+    /// of the triples in [`OBJECT_TARGETS`], at CPU level `cpu` (`None`:
+    /// the triple's portable baseline, x86-64: SSE4.2, no AVX, so no FMA;
+    /// AArch64: NEON, which always has `fmla`), with the kernel tier that
+    /// level runs. Object code is position-independent.
+    pub fn for_object(name: &str, cpu: Option<Cpu>) -> Result<(Target, Isa), JitError> {
         let pic = [("is_pic", "true")];
-        if name == "host" {
-            let builder = cranelift_native::builder().map_err(TargetError::Host)?;
-            return Target::with_flags(builder, &pic);
-        }
-        if !OBJECT_TARGETS.contains(&name) {
+        let host = cranelift_native::builder_with_options(false).map_err(TargetError::Host)?;
+        let host_triple = host.triple().to_string();
+        let triple = if name == "host" {
+            host_triple.clone()
+        } else if OBJECT_TARGETS.contains(&name) {
+            name.to_string()
+        } else {
             return Err(TargetError::Unsupported(name.to_string()).into());
-        }
-        let mut builder = isa::lookup_by_name(name).map_err(|source| TargetError::Lookup {
-            name: name.to_string(),
-            source,
-        })?;
-        if name.starts_with("x86_64") {
-            for flag in ["has_sse3", "has_ssse3", "has_sse41", "has_sse42"] {
-                builder
-                    .enable(flag)
-                    .map_err(|source| TargetError::Setting {
-                        name: flag,
-                        value: "true",
+        };
+        let x86 = triple.starts_with("x86_64");
+        let mismatch = |cpu: Cpu, reason: String| TargetError::CpuMismatch {
+            cpu,
+            target: triple.clone(),
+            reason,
+        };
+        let (builder, isa) = match cpu {
+            Some(Cpu::Host) if triple != host_triple => {
+                return Err(
+                    mismatch(Cpu::Host, format!("`host` is this machine, {host_triple}")).into(),
+                );
+            }
+            Some(Cpu::Host) => {
+                let builder = cranelift_native::builder().map_err(TargetError::Host)?;
+                (builder, if x86 { Isa::host() } else { Isa::Sse })
+            }
+            Some(level) if !x86 => {
+                return Err(mismatch(
+                    level,
+                    "it is an x86-64 level (this target takes `host` on such a machine, or no --cpu)"
+                        .into(),
+                )
+                .into());
+            }
+            level => {
+                let mut builder =
+                    isa::lookup_by_name(&triple).map_err(|source| TargetError::Lookup {
+                        name: triple.clone(),
                         source,
                     })?;
+                let level = level.unwrap_or(Cpu::X86_64);
+                if x86 {
+                    x86_flags(&mut builder, level)?;
+                }
+                (builder, if x86 { level.isa() } else { Isa::Sse })
             }
+        };
+        if isa != Isa::Sse && !cfg!(target_arch = "x86_64") {
+            return Err(TargetError::NoKernelLibrary(cpu.unwrap_or(Cpu::X86_64)).into());
         }
-        Target::with_flags(builder, &pic)
+        Ok((Target::with_flags(builder, &pic)?, isa))
     }
 
     /// A target from an ISA builder with extra shared settings.
@@ -148,6 +192,28 @@ impl Target {
         let features = Features::of(&*isa);
         Ok(Target { isa, features })
     }
+}
+
+/// Enables the instruction set extensions of an x86-64 level. The
+/// baseline is SSE4.2 (what Cranelift's 128-bit code needs to be fast);
+/// v3 and v4 are Cranelift's presets plus the flags the presets leave out
+/// but the levels include (AVX; AVX-512F).
+fn x86_flags(builder: &mut isa::Builder, level: Cpu) -> Result<(), TargetError> {
+    let flags: &[&'static str] = match level {
+        Cpu::X86_64 | Cpu::Host => &["has_sse3", "has_ssse3", "has_sse41", "has_sse42"],
+        Cpu::X86_64V3 => &["x86-64-v3", "has_avx"],
+        Cpu::X86_64V4 => &["x86-64-v4", "has_avx", "has_avx512f"],
+    };
+    for &flag in flags {
+        builder
+            .enable(flag)
+            .map_err(|source| TargetError::Setting {
+                name: flag,
+                value: "true",
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 impl Features {

@@ -21,16 +21,9 @@
 //! cover `p0..p0 + n` of the plane, full vectors where they fit and masked
 //! loads and stores (which do not touch masked-out lanes) for the tail.
 
-use std::arch::x86_64::*;
+use core::arch::x86_64::*;
 
-use crate::isa::Isa;
-use crate::pointwise_tiling::{vectors, NV256, NV512};
-
-/// Whether the tier has a kernel for tiles of `m` channels and register
-/// blocks of `nv` vectors (the lowering calls these kernels only then).
-pub(crate) fn supports(isa: Isa, m: usize, nv: usize) -> bool {
-    nv > 0 && vectors(isa, m) == nv
-}
+use crate::wide_tiles::{NV256, NV512};
 
 /// The C signature the layer function calls: `(out, x, residual or null,
 /// packed, lo, hi, shape)`, `shape` a pointer to [`Shape`].
@@ -172,7 +165,8 @@ macro_rules! dispatch_mt {
 ///
 /// # Safety
 /// The host has AVX-512F; the arguments are as [`for_tiles`] requires.
-pub unsafe extern "C" fn pointwise_avx512(
+#[no_mangle]
+pub unsafe extern "C" fn shufflekit_pointwise_avx512(
     out: *mut f32,
     x: *const f32,
     res: *const f32,
@@ -222,7 +216,7 @@ fn tile512<const M: usize, const NV: usize>(j: &TileJob) {
 #[target_feature(enable = "avx512f")]
 fn block512<const M: usize, const NV: usize>(j: &TileJob, p: usize, valid: usize) {
     let w = j.blk;
-    let masks: [__mmask16; NV] = std::array::from_fn(|v| {
+    let masks: [__mmask16; NV] = core::array::from_fn(|v| {
         let k = valid.saturating_sub(16 * v).min(16);
         if k == 16 {
             !0
@@ -235,12 +229,12 @@ fn block512<const M: usize, const NV: usize>(j: &TileJob, p: usize, valid: usize
     // masked to `p..p + valid`, inside the row, of an output channel's
     // plane (`offs`, the packer's offsets) or an input channel's plane.
     let offs: [usize; M] =
-        std::array::from_fn(|c| unsafe { (*w.add(j.cin * M + M + c)).to_bits() as usize / 4 });
+        core::array::from_fn(|c| unsafe { (*w.add(j.cin * M + M + c)).to_bits() as usize / 4 });
     let mut acc: [[__m512; NV]; M] = if j.first {
         [[_mm512_setzero_ps(); NV]; M]
     } else {
-        std::array::from_fn(|c| {
-            std::array::from_fn(|v| unsafe {
+        core::array::from_fn(|c| {
+            core::array::from_fn(|v| unsafe {
                 _mm512_maskz_loadu_ps(masks[v], j.out.add(offs[c] + p + 16 * v))
             })
         })
@@ -248,7 +242,7 @@ fn block512<const M: usize, const NV: usize>(j: &TileJob, p: usize, valid: usize
     for ic in j.k0..j.k1 {
         let row = unsafe { j.x.add(ic * j.plane + p) };
         let xs: [__m512; NV] =
-            std::array::from_fn(|v| unsafe { _mm512_maskz_loadu_ps(masks[v], row.add(16 * v)) });
+            core::array::from_fn(|v| unsafe { _mm512_maskz_loadu_ps(masks[v], row.add(16 * v)) });
         for (c, accc) in acc.iter_mut().enumerate() {
             let wv = unsafe { _mm512_set1_ps(*w.add(ic * M + c)) };
             for v in 0..NV {
@@ -287,7 +281,8 @@ fn block512<const M: usize, const NV: usize>(j: &TileJob, p: usize, valid: usize
 ///
 /// # Safety
 /// The host has AVX2 and FMA; the arguments are as [`for_tiles`] requires.
-pub(crate) unsafe extern "C" fn pointwise_avx2(
+#[no_mangle]
+pub(crate) unsafe extern "C" fn shufflekit_pointwise_avx2(
     out: *mut f32,
     x: *const f32,
     res: *const f32,
@@ -353,7 +348,7 @@ fn block256<const M: usize, const NV: usize, const FULL: bool>(
     // SAFETY: for every `v < NV` of a block, `valid > 8 * v` (the tail
     // block has `ceil(valid / 8)` vectors), so `k` is in `1..=8` and the
     // 8 lanes from `8 - k` lie inside MASKS256.
-    let masks: [__m256i; NV] = std::array::from_fn(|v| {
+    let masks: [__m256i; NV] = core::array::from_fn(|v| {
         let k = valid.saturating_sub(8 * v).clamp(1, 8);
         unsafe { _mm256_loadu_si256(MASKS256.as_ptr().add(8 - k).cast()) }
     });
@@ -368,17 +363,17 @@ fn block256<const M: usize, const NV: usize, const FULL: bool>(
         }
     };
     let offs: [usize; M] =
-        std::array::from_fn(|c| unsafe { (*w.add(j.cin * M + M + c)).to_bits() as usize / 4 });
+        core::array::from_fn(|c| unsafe { (*w.add(j.cin * M + M + c)).to_bits() as usize / 4 });
     let mut acc: [[__m256; NV]; M] = if j.first {
         [[_mm256_setzero_ps(); NV]; M]
     } else {
-        std::array::from_fn(|c| {
-            std::array::from_fn(|v| load(unsafe { j.out.add(offs[c] + p + 8 * v) }, v))
+        core::array::from_fn(|c| {
+            core::array::from_fn(|v| load(unsafe { j.out.add(offs[c] + p + 8 * v) }, v))
         })
     };
     for ic in j.k0..j.k1 {
         let row = unsafe { j.x.add(ic * j.plane + p) };
-        let xs: [__m256; NV] = std::array::from_fn(|v| load(unsafe { row.add(8 * v) }, v));
+        let xs: [__m256; NV] = core::array::from_fn(|v| load(unsafe { row.add(8 * v) }, v));
         for (c, accc) in acc.iter_mut().enumerate() {
             let wv = unsafe { _mm256_set1_ps(*w.add(ic * M + c)) };
             for v in 0..NV {

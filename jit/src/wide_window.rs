@@ -27,7 +27,7 @@
 //! columns `0..out_w` of the row. Addresses of masked-out lanes are
 //! formed with wrapping pointer arithmetic and never dereferenced.
 
-use std::arch::x86_64::*;
+use core::arch::x86_64::*;
 
 /// The most channels a window tile has (`plan::conv_tile` picks at most 6).
 pub(crate) const MAX_TILE: usize = 6;
@@ -35,11 +35,6 @@ pub(crate) const MAX_TILE: usize = 6;
 /// The widest kernel (columns) the window kernels take: their column masks
 /// are kept per kernel column in a fixed array.
 pub(crate) const MAX_KW: usize = 8;
-
-/// The C signature the layer function calls: `(out, x, residual or null,
-/// packed, lo, hi, shape)`, `shape` a pointer to [`WindowShape`].
-pub(crate) type WideFn =
-    unsafe extern "C" fn(*mut f32, *const f32, *const f32, *const f32, i64, i64, *const i64);
 
 /// A window convolution's constants, as `i64`s in this order (the layer
 /// function stores them in its stack frame and passes their address).
@@ -68,8 +63,8 @@ pub(crate) struct WindowShape {
 
 impl WindowShape {
     /// The fields in memory order.
-    pub(crate) fn fields(&self) -> Vec<i64> {
-        vec![
+    pub(crate) fn fields(&self) -> [i64; 16] {
+        [
             self.in_h,
             self.in_w,
             self.out_h,
@@ -169,13 +164,14 @@ macro_rules! dispatch_mt {
     };
 }
 
-/// The AVX-512 window kernel (see [`WideFn`]; `shape` is a
+/// The AVX-512 window kernel (see `wide::PointwiseFn`'s signature; `shape` is a
 /// [`WindowShape`]).
 ///
 /// # Safety
 /// The host has AVX-512F; the arguments are as [`for_window_tiles`]
 /// requires; `s_w` is 1 or 2 and `k_w <= MAX_KW`.
-pub(crate) unsafe extern "C" fn window_avx512(
+#[no_mangle]
+pub(crate) unsafe extern "C" fn shufflekit_window_avx512(
     out: *mut f32,
     x: *const f32,
     res: *const f32,
@@ -212,8 +208,8 @@ fn depthwise512<const K: usize, const SW: usize>(j: &WindowJob) {
     // SAFETY (block): the tile's block holds K * K weights, the bias and
     // the output offset.
     let (taps, bias, off) = unsafe {
-        let taps: [[__m512; K]; K] = std::array::from_fn(|ky| {
-            std::array::from_fn(|kx| _mm512_set1_ps(*wt.add(ky * K + kx)))
+        let taps: [[__m512; K]; K] = core::array::from_fn(|ky| {
+            core::array::from_fn(|kx| _mm512_set1_ps(*wt.add(ky * K + kx)))
         });
         (
             taps,
@@ -225,10 +221,10 @@ fn depthwise512<const K: usize, const SW: usize>(j: &WindowJob) {
     while ox0 < ow {
         let valid = (ow - ox0).min(16);
         let out_mask: __mmask16 = if valid == 16 { !0 } else { (1u16 << valid) - 1 };
-        let starts: [isize; K] = std::array::from_fn(|kx| {
+        let starts: [isize; K] = core::array::from_fn(|kx| {
             (ox0 * SW) as isize - s.p_w as isize + (kx * s.d_w as usize) as isize
         });
-        let masks: [u32; K] = std::array::from_fn(|kx| span_mask(starts[kx], w));
+        let masks: [u32; K] = core::array::from_fn(|kx| span_mask(starts[kx], w));
         for oy in 0..oh {
             let iy0 = (oy * s.s_h as usize) as isize - s.p_h as isize;
             let mut acc = [_mm512_setzero_ps(); 2];
@@ -323,7 +319,7 @@ fn window_block512<const M: usize, const NV: usize>(
     let (kh, kw) = (s.k_h as usize, s.k_w as usize);
     let sw = s.s_w as usize;
     let plane = (h * w) as usize;
-    let out_masks: [__mmask16; NV] = std::array::from_fn(|v| {
+    let out_masks: [__mmask16; NV] = core::array::from_fn(|v| {
         let k = valid.saturating_sub(16 * v).min(16);
         if k == 16 {
             !0
@@ -356,7 +352,7 @@ fn window_block512<const M: usize, const NV: usize>(
             // inside the group's input.
             let row = unsafe { j.x.add(ic * plane + iy as usize * w as usize) };
             for kx in 0..kw.min(MAX_KW) {
-                let xs: [__m512; NV] = std::array::from_fn(|v| {
+                let xs: [__m512; NV] = core::array::from_fn(|v| {
                     let (start, m) = (col_start[kx][v], col_masks[kx][v]);
                     let p = row.wrapping_offset(start);
                     // SAFETY: the masks keep every loaded lane inside the
