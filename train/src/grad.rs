@@ -57,6 +57,7 @@ use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{Graph, NodeId, Shape};
 
 use crate::kernels::{self, gemm, ConvGeom, Stencil3, Strides, Window};
+use crate::profile;
 use crate::small_gemm::{self, Isa};
 use crate::{GraphProblem, TrainError};
 
@@ -332,7 +333,10 @@ impl Network {
                     .iter()
                     .map(|&j| tape.values[j].as_deref().unwrap_or(&[]))
                     .collect();
-                forward_op(s, &args, batch, weights, mode, &self.spare)?
+                let timer = profile::start();
+                let out = forward_op(s, &args, batch, weights, mode, &self.spare)?;
+                profile::stop(timer, || format!("fwd {}", op_label(s)));
+                out
             };
             tape.values[i] = Some(value);
             tape.saved[i] = saved;
@@ -346,6 +350,31 @@ impl Network {
             }
         }
         Ok(tape)
+    }
+}
+
+/// A step's kind for the profile: the op, the kind of convolution, the
+/// folded ReLU.
+fn op_label(s: &Step) -> String {
+    let kind = match &s.op {
+        Op::Conv2d(p) => match conv_geometry(p, s) {
+            Ok(g) if g.is_depthwise() => {
+                format!("conv dw{}x{} s{}", p.kernel[0], p.kernel[1], p.stride[0])
+            }
+            Ok(g) if g.is_pointwise() => format!("conv 1x1 g{}", p.groups),
+            _ => format!("conv {}x{} g{}", p.kernel[0], p.kernel[1], p.groups),
+        },
+        Op::BatchNorm(_) => "batch_norm".to_string(),
+        other => format!("{other:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or("?")
+            .to_lowercase(),
+    };
+    if s.relu {
+        format!("{kind}+relu")
+    } else {
+        kind
     }
 }
 
@@ -1255,6 +1284,7 @@ impl Tape<'_> {
                 grads[i] = Some(g);
                 continue;
             }
+            let timer = profile::start();
             let val = |j: usize| -> Result<&[f32], TrainError> {
                 self.values[j]
                     .as_deref()
@@ -1568,6 +1598,7 @@ impl Tape<'_> {
                     Some(acc) => acc.iter_mut().zip(&d).for_each(|(a, v)| *a += v),
                 }
             }
+            profile::stop(timer, || format!("bwd {}", op_label(s)));
         }
         let input = grads[0]
             .take()
