@@ -45,7 +45,7 @@ pub fn report() -> String {
     let totals = std::mem::take(&mut *TOTALS.lock().unwrap_or_else(|e| e.into_inner()));
     let sum: f64 = totals.values().map(|v| v.0.as_secs_f64()).sum();
     let mut rows: Vec<_> = totals.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     let mut out = format!("{:<40} {:>10} {:>6} {:>8}\n", "op", "ms", "%", "calls");
     for (label, (time, calls)) in rows {
         let ms = time.as_secs_f64() * 1e3;
