@@ -8,6 +8,9 @@
 //! trainable parameter count, and the same batches (little-endian f32
 //! images, then u32 labels).
 //!
+//! With `SHUFFLEKIT_TRAIN_PROFILE=1` it also prints the time per op kind
+//! of the timed steps to stderr.
+//!
 //! ```text
 //! train_steps [--threads 2] [--batch 64] [--steps 20] [--warmup 3]
 //!             [--batches 8] [--describe DIR]
@@ -25,6 +28,7 @@ use shufflekit_spec::Spec;
 use shufflekit_train::data::{epoch_order, mnist_sample, Augment};
 use shufflekit_train::grad::{softmax_cross_entropy, Mode, Network};
 use shufflekit_train::optim::Sgd;
+use shufflekit_train::profile;
 
 struct Args {
     threads: usize,
@@ -187,19 +191,33 @@ fn main() {
         .expect("a thread pool");
     let mut step = |k: usize| {
         let (x, labels) = &batches[k % batches.len()];
+        let timed = |label: &str, t: Instant| {
+            if profile::enabled() {
+                profile::record(label, t.elapsed());
+            }
+        };
         let tape = net.forward(&weights, x, Mode::Train).expect("forward");
+        let t = Instant::now();
         let (loss, d, _) =
             softmax_cross_entropy(&tape.output().expect("logits"), labels).expect("loss");
+        timed("loss", t);
         let grads = tape.backward(&weights, &d).expect("backward");
+        let t = Instant::now();
         tape.update_running_stats(&mut weights, BN_MOMENTUM);
         drop(tape);
+        timed("running stats + tape drop", t);
+        let t = Instant::now();
         sgd.step(&mut weights, &grads.weights, LR).expect("sgd");
+        drop(grads);
+        timed("sgd + gradients drop", t);
         loss
     };
     pool.install(|| {
         for k in 0..args.warmup {
             step(k);
         }
+        // The timed steps only.
+        let _ = profile::report();
         let start = Instant::now();
         let mut loss = 0.0;
         for k in 0..args.steps {
@@ -212,5 +230,8 @@ fn main() {
                 "seconds": secs, "steps": args.steps, "batch": args.batch,
                 "threads": args.threads, "last_loss": loss})
         );
+        if profile::enabled() {
+            eprint!("{}", profile::report());
+        }
     });
 }

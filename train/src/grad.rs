@@ -13,7 +13,9 @@
 //!   activation mask, residual gets `g`, `output_order` inverted; bias sums
 //!   `g`. Depthwise convolutions use a direct loop (3x3 stride 1: a stencil,
 //!   `kernels::Stencil3`); 1x1 stride-1 convolutions multiply the NCHW
-//!   planes in place (`small_gemm`), with no column matrix.
+//!   planes in place (`small_gemm`: `nn` for the output and the input
+//!   gradient, `nt` dot products for the weight gradient), with no column
+//!   matrix.
 //! - batch norm, training mode: `dx = gamma / sigma / M * (M g - sum g -
 //!   xhat sum(g xhat))` over the `M = N H W` values of a channel; inference
 //!   mode: `dx = g gamma / sqrt(running_var + eps)`.
@@ -38,9 +40,12 @@
 //! `train/tests/gradients.rs` check each one.
 //!
 //! A ReLU that is the only reader of an add or a batch norm is folded into
-//! it (`fuse_relus`), and a network hands the buffers of its last tape to
-//! its next forward pass: both save passes over memory, which is where most
-//! of a training step goes at these sizes.
+//! it (`fuse_relus`), a channel shuffle that only a depthwise convolution
+//! reads is folded into that convolution's plane order (`fuse_shuffles`),
+//! and a network hands the buffers of its last tape to its next forward
+//! pass: all save passes over memory, which is where most of a training
+//! step goes at these sizes. `SHUFFLEKIT_TRAIN_PROFILE=1` times each op
+//! ([`crate::profile`]).
 //!
 //! Work is spread with rayon over images (convolutions, pooling) and
 //! planes (elementwise ops). Weight gradients are summed per fixed chunk of
@@ -57,6 +62,7 @@ use shufflekit_ir::weights::Weights;
 use shufflekit_ir::{Graph, NodeId, Shape};
 
 use crate::kernels::{self, gemm, ConvGeom, Stencil3, Strides, Window};
+use crate::profile;
 use crate::small_gemm::{self, Isa};
 use crate::{GraphProblem, TrainError};
 
@@ -128,6 +134,10 @@ struct Step {
     /// A ReLU that read only this step's output, folded in (see
     /// [`fuse_relus`]): the step's value is `relu(op(...))`.
     relu: bool,
+    /// A depthwise convolution that reads its input through a channel
+    /// shuffle folded into it (see [`fuse_shuffles`]): its channel `k`
+    /// reads input channel `input_order[k]`.
+    input_order: Option<Vec<usize>>,
 }
 
 /// Folds each ReLU into the add or batch norm before it when nothing else
@@ -169,6 +179,63 @@ fn fuse_relus(mut steps: Vec<Step>, output: usize) -> (Vec<Step>, usize) {
         kept.push(s);
     }
     (kept, position[merged[output]])
+}
+
+/// Folds each channel shuffle whose only reader is a depthwise
+/// convolution into that convolution, which then reads its input planes in
+/// the shuffled order (and writes their gradients back in that order): the
+/// copy of the tensor forward and backward goes away. The rules are
+/// unchanged; only the plane each channel reads moves. Returns the steps
+/// and the output's new position.
+fn fuse_shuffles((mut steps, output): (Vec<Step>, usize)) -> (Vec<Step>, usize) {
+    let mut readers = vec![Vec::new(); steps.len()];
+    for (i, s) in steps.iter().enumerate() {
+        for &j in &s.inputs {
+            readers[j].push(i);
+        }
+    }
+    let mut merged: Vec<usize> = (0..steps.len()).collect();
+    for i in 0..steps.len() {
+        let (Op::ChannelShuffle(p), &[source], &[reader]) = (
+            &steps[i].op,
+            steps[i].inputs.as_slice(),
+            readers[i].as_slice(),
+        ) else {
+            continue;
+        };
+        let channels = steps[i].shape.channels();
+        let order: Vec<usize> = (0..channels)
+            .map(|k| p.source_channel(k, channels))
+            .collect();
+        let r = &mut steps[reader];
+        let foldable = match &r.op {
+            Op::Conv2d(c) => {
+                c.groups == channels
+                    && c.out_channels == channels
+                    && r.inputs.len() == 1
+                    && r.input_order.is_none()
+            }
+            _ => false,
+        };
+        if foldable && i != output {
+            r.input_order = Some(order);
+            r.inputs[0] = source;
+            merged[i] = source;
+        }
+    }
+    let mut position = vec![0usize; steps.len()];
+    let mut kept = Vec::with_capacity(steps.len());
+    for (i, mut s) in steps.into_iter().enumerate() {
+        if merged[i] != i {
+            continue;
+        }
+        for input in &mut s.inputs {
+            *input = position[*input];
+        }
+        position[i] = kept.len();
+        kept.push(s);
+    }
+    (kept, position[output])
 }
 
 /// What a forward pass keeps for the backward pass beyond the values.
@@ -243,12 +310,13 @@ impl Network {
                     in_shapes: graph.input_shapes(id).into_iter().cloned().collect(),
                     shape: node.shape.clone(),
                     relu: false,
+                    input_order: None,
                 }
             })
             .collect::<Vec<_>>();
         let last = steps.len() - 1;
         let (steps, output) = if fuse {
-            fuse_relus(steps, last)
+            fuse_shuffles(fuse_relus(steps, last))
         } else {
             (steps, last)
         };
@@ -332,7 +400,10 @@ impl Network {
                     .iter()
                     .map(|&j| tape.values[j].as_deref().unwrap_or(&[]))
                     .collect();
-                forward_op(s, &args, batch, weights, mode, &self.spare)?
+                let timer = profile::start();
+                let out = forward_op(s, &args, batch, weights, mode, &self.spare)?;
+                profile::stop(timer, || format!("fwd {}", op_label(s)));
+                out
             };
             tape.values[i] = Some(value);
             tape.saved[i] = saved;
@@ -346,6 +417,31 @@ impl Network {
             }
         }
         Ok(tape)
+    }
+}
+
+/// A step's kind for the profile: the op, the kind of convolution, the
+/// folded ReLU.
+fn op_label(s: &Step) -> String {
+    let kind = match &s.op {
+        Op::Conv2d(p) => match conv_geometry(p, s) {
+            Ok(g) if g.is_depthwise() => {
+                format!("conv dw{}x{} s{}", p.kernel[0], p.kernel[1], p.stride[0])
+            }
+            Ok(g) if g.is_pointwise() => format!("conv 1x1 g{}", p.groups),
+            _ => format!("conv {}x{} g{}", p.kernel[0], p.kernel[1], p.groups),
+        },
+        Op::BatchNorm(_) => "batch_norm".to_string(),
+        other => format!("{other:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or("?")
+            .to_lowercase(),
+    };
+    if s.relu {
+        format!("{kind}+relu")
+    } else {
+        kind
     }
 }
 
@@ -439,6 +535,7 @@ fn forward_op(
                 &conv_geometry(p, s)?,
                 weight(weights, s, WeightKey::Weight)?,
                 spare,
+                s.input_order.as_deref(),
             );
             let spatial = s.shape.spatial();
             if let Some(b) = bias {
@@ -710,29 +807,45 @@ fn pool_windows(
 const CONV_CHUNK: usize = 8;
 
 /// Grouped 2-D convolution of a batch, without bias or epilogue.
+/// `input_order` (depthwise only, see [`fuse_shuffles`]): channel `k`
+/// reads input plane `input_order[k]`.
 fn conv_forward(
     x: &[f32],
     batch: usize,
     geometry: &ConvGeometry,
     weight: &[f32],
     spare: &Spare,
+    input_order: Option<&[usize]>,
 ) -> Vec<f32> {
     if geometry.is_pointwise() && !geometry.is_depthwise() {
         let out =
             spare.take(batch * geometry.out_channels * geometry.out_size[0] * geometry.out_size[1]);
         pointwise_forward(x, batch, geometry, weight, out, Isa::detect())
     } else {
-        general_conv_forward(x, batch, geometry, weight)
+        general_conv_forward_ordered(x, batch, geometry, weight, input_order)
     }
 }
 
-/// Any convolution: depthwise by a direct loop, the others by im2col of a
-/// chunk of images side by side and one matrix product per group.
+/// [`general_conv_forward_ordered`] in channel order.
+#[cfg(test)]
 fn general_conv_forward(
     x: &[f32],
     batch: usize,
     geometry: &ConvGeometry,
     weight: &[f32],
+) -> Vec<f32> {
+    general_conv_forward_ordered(x, batch, geometry, weight, None)
+}
+
+/// Any convolution: depthwise by a direct loop (reading its planes in
+/// `input_order` when given), the others by im2col of a chunk of images
+/// side by side and one matrix product per group.
+fn general_conv_forward_ordered(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    input_order: Option<&[usize]>,
 ) -> Vec<f32> {
     let (c, o) = (geometry.in_channels, geometry.out_channels);
     let [h, w] = geometry.in_size;
@@ -752,16 +865,18 @@ fn general_conv_forward(
                 for (i, ob) in oc.chunks_mut(item_out).enumerate() {
                     let xb = &x[(b0 + i) * item_in..(b0 + i + 1) * item_in];
                     for ch in 0..o {
+                        let src = input_order.map_or(ch, |order| order[ch]);
+                        let xp = &xb[src * h * w..(src + 1) * h * w];
                         if let Some(st) = &mut stencil {
                             st.forward(
-                                &xb[ch * h * w..(ch + 1) * h * w],
+                                xp,
                                 &weight[ch * geom.taps..(ch + 1) * geom.taps],
                                 &mut ob[ch * n..(ch + 1) * n],
                             );
                             continue;
                         }
                         geom.depthwise(
-                            &xb[ch * h * w..(ch + 1) * h * w],
+                            xp,
                             &weight[ch * geom.taps..(ch + 1) * geom.taps],
                             &mut ob[ch * n..(ch + 1) * n],
                         );
@@ -871,17 +986,18 @@ fn pointwise_backward(
                 for g in 0..geometry.groups {
                     let (wo, xo, go) = (g * cout_g * cin_g, g * cin_g * n, g * cout_g * n);
                     let gg = &gb[go..][..cout_g * n];
-                    // A general GEMM here: the packing-free kernel needs
-                    // `x^T` copied out first, and was no faster (measured).
-                    gemm(
+                    // Dot products along the planes, packing-free: the
+                    // general GEMM packed both operands per image and group
+                    // (41-48% of a step in the profile, with its packing).
+                    small_gemm::nt(
+                        isa,
                         (cout_g, n, cin_g),
                         gg,
-                        Strides::rows(n),
+                        n,
                         &xb[xo..][..cin_g * n],
-                        Strides::transposed(n),
-                        1.0,
+                        n,
                         &mut dw[wo..][..cout_g * cin_g],
-                        Strides::rows(cin_g),
+                        cin_g,
                     );
                     small_gemm::nn(
                         isa,
@@ -909,21 +1025,35 @@ fn conv_backward(
     geometry: &ConvGeometry,
     weight: &[f32],
     gy: &[f32],
+    input_order: Option<&[usize]>,
 ) -> (Vec<f32>, Vec<f32>) {
     if geometry.is_pointwise() && !geometry.is_depthwise() {
         pointwise_backward(x, batch, geometry, weight, gy, Isa::detect())
     } else {
-        general_conv_backward(x, batch, geometry, weight, gy)
+        general_conv_backward_ordered(x, batch, geometry, weight, gy, input_order)
     }
 }
 
-/// Backward of [`general_conv_forward`].
+/// [`general_conv_backward_ordered`] in channel order.
+#[cfg(test)]
 fn general_conv_backward(
     x: &[f32],
     batch: usize,
     geometry: &ConvGeometry,
     weight: &[f32],
     gy: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    general_conv_backward_ordered(x, batch, geometry, weight, gy, None)
+}
+
+/// Backward of [`general_conv_forward_ordered`], with its input order.
+fn general_conv_backward_ordered(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    gy: &[f32],
+    input_order: Option<&[usize]>,
 ) -> (Vec<f32>, Vec<f32>) {
     let (c, o) = (geometry.in_channels, geometry.out_channels);
     let [h, w] = geometry.in_size;
@@ -947,21 +1077,26 @@ fn general_conv_backward(
                     let xb = &x[b * item_in..(b + 1) * item_in];
                     let gb = &gy[b * item_out..(b + 1) * item_out];
                     for ch in 0..o {
+                        let src = input_order.map_or(ch, |order| order[ch]);
+                        let (xp, dxp) = (
+                            &xb[src * h * w..(src + 1) * h * w],
+                            &mut dxb[src * h * w..(src + 1) * h * w],
+                        );
                         if let Some(st) = &mut stencil {
                             st.backward(
-                                &xb[ch * h * w..(ch + 1) * h * w],
+                                xp,
                                 &weight[ch * geom.taps..(ch + 1) * geom.taps],
                                 &gb[ch * n..(ch + 1) * n],
-                                &mut dxb[ch * h * w..(ch + 1) * h * w],
+                                dxp,
                                 &mut dw[ch * geom.taps..(ch + 1) * geom.taps],
                             );
                             continue;
                         }
                         geom.depthwise_back(
-                            &xb[ch * h * w..(ch + 1) * h * w],
+                            xp,
                             &weight[ch * geom.taps..(ch + 1) * geom.taps],
                             &gb[ch * n..(ch + 1) * n],
-                            &mut dxb[ch * h * w..(ch + 1) * h * w],
+                            dxp,
                             &mut dw[ch * geom.taps..(ch + 1) * geom.taps],
                         );
                     }
@@ -1255,6 +1390,7 @@ impl Tape<'_> {
                 grads[i] = Some(g);
                 continue;
             }
+            let timer = profile::start();
             let val = |j: usize| -> Result<&[f32], TrainError> {
                 self.values[j]
                     .as_deref()
@@ -1292,7 +1428,14 @@ impl Tape<'_> {
                             .collect();
                         add_w(WeightKey::Bias, db, vec![p.out_channels])?;
                     }
-                    let (dx, dw) = conv_backward(x, self.batch, &conv_geometry(p, s)?, wt, &g);
+                    let (dx, dw) = conv_backward(
+                        x,
+                        self.batch,
+                        &conv_geometry(p, s)?,
+                        wt,
+                        &g,
+                        s.input_order.as_deref(),
+                    );
                     add_w(
                         WeightKey::Weight,
                         dw,
@@ -1565,9 +1708,16 @@ impl Tape<'_> {
             for (&j, d) in s.inputs.iter().zip(in_grads) {
                 match &mut grads[j] {
                     slot @ None => *slot = Some(d),
-                    Some(acc) => acc.iter_mut().zip(&d).for_each(|(a, v)| *a += v),
+                    Some(acc) => {
+                        // In parallel: a residual's input gets two full-size
+                        // gradients per unit.
+                        acc.par_chunks_mut(1 << 14)
+                            .zip(d.par_chunks(1 << 14))
+                            .for_each(|(a, d)| a.iter_mut().zip(d).for_each(|(a, v)| *a += v))
+                    }
                 }
             }
+            profile::stop(timer, || format!("bwd {}", op_label(s)));
         }
         let input = grads[0]
             .take()
@@ -1667,8 +1817,10 @@ mod tests {
         }
     }
 
-    /// ReLUs folded into the add or batch norm before them give exactly the
-    /// unfused network's outputs and gradients, in both modes.
+    /// ReLUs folded into the add or batch norm before them and channel
+    /// shuffles folded into the depthwise convolutions after them give
+    /// exactly the unfused network's outputs and gradients, in both modes,
+    /// under and over one chunk of images.
     #[test]
     fn fused_relus_change_nothing() {
         let spec = shufflekit_spec::Spec::parse_file(std::path::Path::new(concat!(
@@ -1694,6 +1846,19 @@ mod tests {
         let folded = fused.steps.iter().filter(|s| s.relu).count();
         assert!(folded > 10, "{folded} ReLUs folded");
         assert_eq!(relus(&fused) + folded, relus(&plain));
+        let shuffles = |n: &Network| {
+            n.steps
+                .iter()
+                .filter(|s| matches!(s.op, Op::ChannelShuffle(_)))
+                .count()
+        };
+        let folded_shuffles = fused
+            .steps
+            .iter()
+            .filter(|s| s.input_order.is_some())
+            .count();
+        assert!(folded_shuffles > 3, "{folded_shuffles} shuffles folded");
+        assert_eq!(shuffles(&fused) + folded_shuffles, shuffles(&plain));
         let w = shufflekit_ir::weights::Weights::init(
             &graph,
             &shufflekit_ir::weights::InitOptions {
@@ -1701,16 +1866,19 @@ mod tests {
                 randomize_batch_norm: true,
             },
         );
-        let x = shufflekit_ir::input::random_input(fused.input_shape(), 5, 3).unwrap();
-        for mode in [Mode::Train, Mode::Eval] {
-            let run = |net: &Network| {
-                let tape = net.forward(&w, &x, mode).unwrap();
-                let out = tape.output().unwrap();
-                let (_, d, _) = softmax_cross_entropy(&out, &[0, 1, 2, 3, 0]).unwrap();
-                let grads = tape.backward(&w, &d).unwrap();
-                (out, grads.weights, grads.input)
-            };
-            assert_eq!(run(&fused), run(&plain), "{mode:?}");
+        for batch in [5, CONV_CHUNK + 3] {
+            let x = shufflekit_ir::input::random_input(fused.input_shape(), batch, 3).unwrap();
+            let labels: Vec<u32> = (0..batch as u32).map(|b| b % 4).collect();
+            for mode in [Mode::Train, Mode::Eval] {
+                let run = |net: &Network| {
+                    let tape = net.forward(&w, &x, mode).unwrap();
+                    let out = tape.output().unwrap();
+                    let (_, d, _) = softmax_cross_entropy(&out, &labels).unwrap();
+                    let grads = tape.backward(&w, &d).unwrap();
+                    (out, grads.weights, grads.input)
+                };
+                assert_eq!(run(&fused), run(&plain), "{mode:?}, batch {batch}");
+            }
         }
     }
 

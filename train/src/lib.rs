@@ -39,6 +39,7 @@ pub mod fit;
 pub mod grad;
 mod kernels;
 pub mod optim;
+pub mod profile;
 pub mod proxy;
 mod small_gemm;
 
