@@ -601,6 +601,30 @@ mod tests {
         shufflekit_spec::load_str(src, "pw.yaml", &[]).unwrap()
     }
 
+    /// Only an x86-64 build carries the kernel library.
+    #[cfg(not(target_arch = "x86_64"))]
+    #[test]
+    fn wide_levels_need_an_x86_64_build() {
+        let g = pointwise();
+        let w = Weights::init(&g, &InitOptions::default());
+        for cpu in [Cpu::X86_64V3, Cpu::X86_64V4] {
+            let options = ObjectOptions {
+                target: "x86_64-unknown-linux-gnu".into(),
+                cpu: Some(cpu),
+                ..ObjectOptions::default()
+            };
+            let err = compile_object(&g, &w, &options).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    JitError::Target(crate::target::TargetError::NoKernelLibrary(c)) if c == cpu
+                ),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn wide_levels_import_their_kernels_and_baselines_nothing() {
         let g = pointwise();
